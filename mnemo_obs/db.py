@@ -1,0 +1,82 @@
+"""PostgreSQL connections: DSN resolution, connecting with timeouts, one-line errors.
+
+Every part of mnemo_obs that talks to PostgreSQL (writer, collectors,
+retention, schema) connects through :func:`connect`, so they all get the
+same timeouts and the same readable errors.
+"""
+
+from __future__ import annotations
+
+import os
+
+import psycopg2
+import psycopg2.extensions
+
+from .errors import ConfigurationError, DatabaseError
+
+DSN_ENV = "MNEMO_OBS_DSN"
+
+# Long enough for a loaded server, short enough that a CLI user or the
+# writer's retry loop is not left hanging on a black-holed address.
+CONNECT_TIMEOUT = 5
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """Return ``dsn``, else ``$MNEMO_OBS_DSN``; raise if neither is set.
+
+    An explicit argument always wins over the environment.
+    """
+    dsn = dsn if dsn else os.environ.get(DSN_ENV, "")
+    if not dsn:
+        raise ConfigurationError(f"no PostgreSQL DSN: pass one (--dsn / dsn=) or set {DSN_ENV}")
+    try:
+        psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError as exc:
+        raise ConfigurationError(f"invalid DSN {dsn!r}: {first_line(exc)}") from None
+    return dsn
+
+
+def describe(dsn: str) -> str:
+    """Name the server and database of ``dsn`` for messages, never its password."""
+    try:
+        params = psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        return "<invalid DSN>"
+    host = params.get("host", "local socket")
+    port = params.get("port", "5432")
+    dbname = params.get("dbname", params.get("user", "?"))
+    return f"{host}:{port}/{dbname}"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (psycopg2's are multi-line)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def connect(
+    dsn: str,
+    *,
+    application_name: str = "mnemo_obs",
+    connect_timeout: int = CONNECT_TIMEOUT,
+    **kwargs: object,
+) -> psycopg2.extensions.connection:
+    """Open a connection with a connect timeout and an application name.
+
+    Settings already in the DSN win over these defaults. A failure raises
+    :class:`DatabaseError` whose message names the server and the cause.
+    """
+    params = psycopg2.extensions.parse_dsn(dsn)
+    extra: dict[str, object] = dict(kwargs)
+    if "connect_timeout" not in params:
+        extra["connect_timeout"] = connect_timeout
+    if "application_name" not in params:
+        extra["application_name"] = application_name
+    try:
+        return psycopg2.connect(dsn, **extra)
+    except psycopg2.Error as exc:
+        raise DatabaseError(
+            f"cannot connect to PostgreSQL at {describe(dsn)}: {first_line(exc)}"
+        ) from exc

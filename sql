@@ -1,0 +1,1 @@
+mnemo_obs/sql
