@@ -18,6 +18,7 @@ import redis
 
 from mnemo_obs import apply_schema
 
+from .recording import make_writer  # noqa: F401  (a fixture for the recording tests)
 from .servers import ExistingPostgres, OwnedPostgres, RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -1,0 +1,58 @@
+"""Shared by the two middlewares: the skip list, and counting our own failures."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+from ._copy import UNMATCHED as UNMATCHED
+from .errors import ConfigurationError
+
+log = logging.getLogger("mnemo_obs.middleware")
+
+EXPOSE_HEADER = "Access-Control-Expose-Headers"
+
+
+def paths(name: str, values: Iterable[str]) -> tuple[str, ...]:
+    """Validate a skip list: strings that start with ``/``."""
+    if isinstance(values, str):
+        raise ConfigurationError(f"{name} must be an iterable of paths, not the string {values!r}")
+    result = tuple(values)
+    for value in result:
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise ConfigurationError(f"{name}: {value!r} is not a path starting with '/'")
+    return result
+
+
+def expose(existing: str | None) -> str:
+    """``Access-Control-Expose-Headers`` with X-Trace-ID added to what the app set."""
+    if not existing:
+        return "X-Trace-ID"
+    if "x-trace-id" in existing.lower():
+        return existing
+    return f"{existing}, X-Trace-ID"
+
+
+class FailureCounter:
+    """Our own exceptions on the request path: counted by kind, each kind logged once.
+
+    The request never sees them. This runs only when something went wrong,
+    so it may take a lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def __call__(self, where: str, exc: BaseException) -> None:
+        kind = f"{where}: {type(exc).__name__}"
+        with self._lock:
+            first = kind not in self._counts
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+        if first:
+            log.error("mnemo_obs %s failed (logged once, then counted)", where, exc_info=exc)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)

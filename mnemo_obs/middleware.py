@@ -1,0 +1,121 @@
+"""MetricsMiddleware: one row per request for Falcon 3.1 and 4.x (WSGI) apps.
+
+Only ``process_request`` and ``process_response`` are defined: Falcon
+resolves hooks once at startup, so the ones we leave out cost nothing.
+``process_response`` also runs for 404s, HTTPErrors and 500s from resources
+that raise (Falcon's default error handler turns those into responses
+first), so every answered request gets its header and its row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+import falcon
+
+from ._guard import EXPOSE_HEADER, UNMATCHED, FailureCounter, expose, paths
+from .tracing import TRACE_ENVIRON_KEY, TRACE_HEADER, _current, new_trace_id, valid_trace_id
+
+if TYPE_CHECKING:
+    from .writer import MetricsWriter
+
+if hasattr(falcon.Response, "status_code"):  # Falcon 4
+
+    def _status_code(resp: falcon.Response) -> int:
+        return resp.status_code
+
+else:  # Falcon 3.x: resp.status may be "200 OK", an int or an HTTPStatus
+    from falcon.util import http_status_to_code as _to_code
+
+    def _status_code(resp: falcon.Response) -> int:
+        return _to_code(resp.status)
+
+
+_perf_counter = time.perf_counter
+_time = time.time
+
+
+class MetricsMiddleware:
+    """Time each request, give it a trace id, and queue one ``api`` row for it.
+
+    The trace id is the incoming ``X-Trace-ID`` if it is a well-formed UUID
+    (lower-cased), else a fresh uuid4. It is in ``req.context.trace_id``,
+    in :func:`mnemo_obs.tracing.current_trace_id` (and so on log records,
+    through :class:`~mnemo_obs.TraceIdFilter`) while the request runs, and in
+    the response's ``X-Trace-ID`` header, which ``Access-Control-Expose-Headers``
+    lists. Put it first in the middleware list: its ``process_response`` then
+    runs last, after any CORS middleware has set that header.
+
+    Paths in ``skip_paths`` (exact) or under ``skip_prefixes`` are passed
+    through untouched: no row, no trace id.
+
+    Args:
+        writer: where rows go (its ``submit_request``).
+        skip_paths: exact paths not recorded.
+        skip_prefixes: path prefixes not recorded (e.g. ``"/static/"``).
+    """
+
+    def __init__(
+        self,
+        writer: MetricsWriter,
+        *,
+        skip_paths: Iterable[str] = ("/health", "/metrics"),
+        skip_prefixes: Iterable[str] = (),
+    ) -> None:
+        submit = getattr(writer, "submit_request", None)
+        if not callable(submit):
+            raise TypeError(f"writer must be a MetricsWriter, not {writer!r}")
+        self.writer = writer
+        self._submit = submit
+        self._skip_paths = frozenset(paths("skip_paths", skip_paths))
+        self._skip_prefixes = paths("skip_prefixes", skip_prefixes)
+        self._failed = FailureCounter()
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """Our own exceptions caught on the request path, counted by kind."""
+        return self._failed.counts()
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        try:
+            path = req.path
+            if path in self._skip_paths or (
+                self._skip_prefixes and path.startswith(self._skip_prefixes)
+            ):
+                return
+            incoming = req.env.get(TRACE_ENVIRON_KEY)
+            trace_id = (incoming and valid_trace_id(incoming)) or new_trace_id()
+            context = req.context
+            context.trace_id = trace_id
+            context._mnemo_obs = (_perf_counter(), _time(), trace_id, _current.set(trace_id))
+        except Exception as exc:
+            self._failed("process_request", exc)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        # Guarded whole: an exception here would turn the app's response into a 500.
+        try:
+            state = getattr(req.context, "_mnemo_obs", None)
+            if state is None:  # skipped, or our process_request did not run
+                return
+            started, wall, trace_id, token = state
+            latency_ms = (_perf_counter() - started) * 1000.0
+            # ValueError: set in another context, so nothing of ours to undo.
+            with suppress(ValueError):
+                _current.reset(token)
+            resp.set_header(TRACE_HEADER, trace_id)
+            resp.set_header(EXPOSE_HEADER, expose(resp.get_header(EXPOSE_HEADER)))
+            self._submit(
+                wall,
+                req.uri_template or UNMATCHED,
+                latency_ms,
+                req.method,
+                _status_code(resp),
+                trace_id,
+            )
+        except Exception as exc:
+            self._failed("process_response", exc)

@@ -1,0 +1,80 @@
+"""Trace ids: making them, checking incoming ones, and putting them on log records.
+
+The middlewares set the id of the request being served in a context
+variable; :class:`TraceIdFilter` copies it onto every log record, so the
+application's own log lines carry the id that the client sees in
+``X-Trace-ID``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from contextvars import ContextVar
+from os import urandom
+
+TRACE_HEADER = "X-Trace-ID"
+# The WSGI environ key of an incoming X-Trace-ID header.
+TRACE_ENVIRON_KEY = "HTTP_X_TRACE_ID"
+
+_current: ContextVar[str | None] = ContextVar("mnemo_obs_trace_id", default=None)
+
+# The variant nibble (RFC 4122: binary 10xx) from any random hex digit.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+# Canonical 8-4-4-4-12 form only, any version, either case; fullmatch, so a
+# trailing newline (which "$" would let through) is refused.
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
+def new_trace_id() -> str:
+    """Return a fresh random version-4 UUID as a lower-case string.
+
+    Formats ``os.urandom(16)`` directly: about half the cost of
+    ``str(uuid.uuid4())``, which builds a UUID object first.
+    """
+    h = urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+def valid_trace_id(value: str | None) -> str | None:
+    """Return ``value`` lower-cased if it is a well-formed UUID, else None.
+
+    Only the canonical 36-character form is accepted, so an incoming header
+    can never put CR/LF, long junk or anything but hex digits and hyphens
+    into our response headers, logs or rows.
+    """
+    if value and len(value) == 36 and _UUID_RE.fullmatch(value):
+        return value.lower()
+    return None
+
+
+def current_trace_id() -> str | None:
+    """The trace id of the request being served in this context, or None."""
+    return _current.get()
+
+
+class TraceIdFilter(logging.Filter):
+    """Put the current request's trace id on each log record as ``record.trace_id``.
+
+    Attach it to a handler (``handler.addFilter(TraceIdFilter())``) and use
+    ``%(trace_id)s`` in the format. Outside a request the attribute is
+    ``default``. A ``trace_id`` already on the record (``extra=``) is kept.
+    It never filters anything out.
+
+    Args:
+        default: the value outside a request.
+    """
+
+    def __init__(self, *, default: str = "-") -> None:
+        super().__init__()
+        if not isinstance(default, str):
+            raise TypeError(f"default must be a str, not {default!r}")
+        self.default = default
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "trace_id", None) is None:
+            record.trace_id = _current.get() or self.default
+        return True

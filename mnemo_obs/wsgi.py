@@ -1,0 +1,170 @@
+"""MetricsWSGIMiddleware: the same row and trace id for any WSGI app (Flask, Django, ...)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._guard import EXPOSE_HEADER, UNMATCHED, FailureCounter, expose, paths
+from .tracing import TRACE_ENVIRON_KEY, TRACE_HEADER, _current, new_trace_id, valid_trace_id
+
+if TYPE_CHECKING:
+    from .writer import MetricsWriter
+
+ENVIRON_KEY = "mnemo_obs.trace_id"
+# Without endpoint_of, the name is one per method, so raw paths (ids,
+# scanners' probes) never become metric names; unknown methods share one.
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+_BY_METHOD = {method: f"<{method}>" for method in _METHODS}
+_OTHER = "<OTHER>"
+
+_perf_counter = time.perf_counter
+_time = time.time
+
+
+class MetricsWSGIMiddleware:
+    """Wrap a WSGI app: time each request, give it a trace id, queue one ``api`` row.
+
+    The trace id follows the same rules as :class:`~mnemo_obs.MetricsMiddleware`
+    and is in ``environ["mnemo_obs.trace_id"]``. The row's endpoint is
+    ``endpoint_of(environ)``, called once the app has returned (so it can
+    read routing results the framework left in ``environ``); None, or no
+    ``endpoint_of``, gives ``<unmatched>`` or ``<GET>``-style names. An
+    exception from the app is recorded as a 500 and re-raised.
+
+    Args:
+        app: the WSGI callable.
+        writer: where rows go (its ``submit_request``).
+        skip_paths: exact ``PATH_INFO`` values passed through untouched.
+        skip_prefixes: ``PATH_INFO`` prefixes passed through untouched.
+        endpoint_of: ``environ -> str | None``, the route template.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        writer: MetricsWriter,
+        *,
+        skip_paths: Iterable[str] = ("/health", "/metrics"),
+        skip_prefixes: Iterable[str] = (),
+        endpoint_of: Callable[[dict[str, Any]], str | None] | None = None,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be a WSGI callable, not {app!r}")
+        submit = getattr(writer, "submit_request", None)
+        if not callable(submit):
+            raise TypeError(f"writer must be a MetricsWriter, not {writer!r}")
+        if endpoint_of is not None and not callable(endpoint_of):
+            raise TypeError(f"endpoint_of must be callable or None, not {endpoint_of!r}")
+        self.app = app
+        self.writer = writer
+        self._submit = submit
+        self._endpoint_of = endpoint_of
+        self._skip_paths = frozenset(paths("skip_paths", skip_paths))
+        self._skip_prefixes = paths("skip_prefixes", skip_prefixes)
+        self._failed = FailureCounter()
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """Our own exceptions caught on the request path, counted by kind."""
+        return self._failed.counts()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path in self._skip_paths or (
+            self._skip_prefixes and path.startswith(self._skip_prefixes)
+        ):
+            return self.app(environ, start_response)
+        incoming = environ.get(TRACE_ENVIRON_KEY)
+        trace_id = (incoming and valid_trace_id(incoming)) or new_trace_id()
+        environ[ENVIRON_KEY] = trace_id
+        status: list[str] = []
+
+        def traced_start_response(
+            status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            try:
+                status[:] = [status_line]
+                existing = [
+                    value
+                    for name, value in headers
+                    if name.lower() == "access-control-expose-headers"
+                ]
+                headers[:] = [
+                    (name, value)
+                    for name, value in headers
+                    if name.lower() not in ("x-trace-id", "access-control-expose-headers")
+                ]
+                headers.append((TRACE_HEADER, trace_id))
+                headers.append((EXPOSE_HEADER, expose(", ".join(existing))))
+            except Exception as exc:
+                self._failed("start_response", exc)
+            if exc_info is None:
+                return start_response(status_line, headers)
+            return start_response(status_line, headers, exc_info)
+
+        token = _current.set(trace_id)
+        started, wall = _perf_counter(), _time()
+        try:
+            result = self.app(environ, traced_start_response)
+        except Exception:
+            self._record(environ, started, wall, "500", trace_id)
+            raise
+        finally:
+            _current.reset(token)
+        if status:
+            self._record(environ, started, wall, status[0], trace_id)
+            return result
+        # start_response not called yet: the app answers lazily, on iteration.
+        return _RecordOnClose(result, self, environ, started, wall, status, trace_id)
+
+    def _record(
+        self, environ: dict[str, Any], started: float, wall: float, status: str, trace_id: str
+    ) -> None:
+        try:
+            latency_ms = (_perf_counter() - started) * 1000.0
+            method = environ.get("REQUEST_METHOD", "GET")
+            endpoint = None
+            if self._endpoint_of is not None:
+                try:
+                    endpoint = self._endpoint_of(environ)
+                except Exception as exc:
+                    self._failed("endpoint_of", exc)
+                endpoint = endpoint or UNMATCHED
+            else:
+                endpoint = _BY_METHOD.get(method, _OTHER)
+            code = int(status[:3]) if status else 500
+            self._submit(wall, endpoint, latency_ms, method[:32], code, trace_id)
+        except Exception as exc:
+            self._failed("record", exc)
+
+
+class _RecordOnClose:
+    """The app's iterable, recording the row when the server closes it."""
+
+    def __init__(
+        self,
+        result: Iterable[bytes],
+        owner: MetricsWSGIMiddleware,
+        environ: dict[str, Any],
+        started: float,
+        wall: float,
+        status: list[str],
+        trace_id: str,
+    ) -> None:
+        self._result = result
+        self._args = (environ, started, wall, status, trace_id)
+        self._owner = owner
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._result)
+
+    def close(self) -> None:
+        environ, started, wall, status, trace_id = self._args
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._owner._record(environ, started, wall, status[0] if status else "", trace_id)
