@@ -10,28 +10,28 @@ first), so every answered request gets its header and its row.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
-
-import falcon
 
 from ._guard import EXPOSE_HEADER, UNMATCHED, FailureCounter, expose, paths
 from .tracing import TRACE_ENVIRON_KEY, TRACE_HEADER, _current, new_trace_id, valid_trace_id
 
 if TYPE_CHECKING:
+    import falcon
+
     from .writer import MetricsWriter
 
-if hasattr(falcon.Response, "status_code"):  # Falcon 4
 
-    def _status_code(resp: falcon.Response) -> int:
-        return resp.status_code
+def _status_reader() -> Callable[[falcon.Response], int]:
+    """How to read the status code: Falcon 4 has it; 3.x may hold "200 OK", an int or an enum."""
+    import falcon  # here, not at import: `import mnemo_obs` must not load Falcon
 
-else:  # Falcon 3.x: resp.status may be "200 OK", an int or an HTTPStatus
-    from falcon.util import http_status_to_code as _to_code
+    if hasattr(falcon.Response, "status_code"):
+        return lambda resp: resp.status_code
+    from falcon.util import http_status_to_code
 
-    def _status_code(resp: falcon.Response) -> int:
-        return _to_code(resp.status)
+    return lambda resp: http_status_to_code(resp.status)
 
 
 _perf_counter = time.perf_counter
@@ -73,6 +73,7 @@ class MetricsMiddleware:
         self._skip_paths = frozenset(paths("skip_paths", skip_paths))
         self._skip_prefixes = paths("skip_prefixes", skip_prefixes)
         self._failed = FailureCounter()
+        self._status_code = _status_reader()
 
     @property
     def failures(self) -> dict[str, int]:
@@ -114,7 +115,7 @@ class MetricsMiddleware:
                 req.uri_template or UNMATCHED,
                 latency_ms,
                 req.method,
-                _status_code(resp),
+                self._status_code(resp),
                 trace_id,
             )
         except Exception as exc:
