@@ -10,28 +10,16 @@ first), so every answered request gets its header and its row.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from contextlib import suppress
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._guard import EXPOSE_HEADER, UNMATCHED, FailureCounter, expose, paths
+from ._guard import EXPOSE_HEADER, UNMATCHED, FailureCounter, paths
 from .tracing import TRACE_ENVIRON_KEY, TRACE_HEADER, _current, new_trace_id, valid_trace_id
 
 if TYPE_CHECKING:
-    import falcon
+    import falcon  # not at run time: `import mnemo_obs` must not load Falcon
 
     from .writer import MetricsWriter
-
-
-def _status_reader() -> Callable[[falcon.Response], int]:
-    """How to read the status code: Falcon 4 has it; 3.x may hold "200 OK", an int or an enum."""
-    import falcon  # here, not at import: `import mnemo_obs` must not load Falcon
-
-    if hasattr(falcon.Response, "status_code"):
-        return lambda resp: resp.status_code
-    from falcon.util import http_status_to_code
-
-    return lambda resp: http_status_to_code(resp.status)
 
 
 _perf_counter = time.perf_counter
@@ -73,7 +61,6 @@ class MetricsMiddleware:
         self._skip_paths = frozenset(paths("skip_paths", skip_paths))
         self._skip_prefixes = paths("skip_prefixes", skip_prefixes)
         self._failed = FailureCounter()
-        self._status_code = _status_reader()
 
     @property
     def failures(self) -> dict[str, int]:
@@ -105,17 +92,22 @@ class MetricsMiddleware:
                 return
             started, wall, trace_id, token = state
             latency_ms = (_perf_counter() - started) * 1000.0
-            # ValueError: set in another context, so nothing of ours to undo.
-            with suppress(ValueError):
+            # try/except, not contextlib.suppress: that costs a context manager per request.
+            try:  # noqa: SIM105
                 _current.reset(token)
+            except ValueError:  # set in another context: nothing of ours to undo
+                pass
             resp.set_header(TRACE_HEADER, trace_id)
-            resp.set_header(EXPOSE_HEADER, expose(resp.get_header(EXPOSE_HEADER)))
+            # Appended to what the app set (Falcon joins with ", "), in one call.
+            resp.append_header(EXPOSE_HEADER, TRACE_HEADER)
             self._submit(
                 wall,
                 req.uri_template or UNMATCHED,
                 latency_ms,
                 req.method,
-                self._status_code(resp),
+                # The raw status ("200 OK", an int or an HTTPStatus, by Falcon
+                # version and app): the writer thread turns it into a number.
+                resp.status,
                 trace_id,
             )
         except Exception as exc:

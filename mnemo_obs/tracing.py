@@ -9,9 +9,10 @@ application's own log lines carry the id that the client sees in
 from __future__ import annotations
 
 import logging
+import os
+import random
 import re
 from contextvars import ContextVar
-from os import urandom
 
 TRACE_HEADER = "X-Trace-ID"
 # The WSGI environ key of an incoming X-Trace-ID header.
@@ -29,13 +30,23 @@ _UUID_RE = re.compile(
 )
 
 
+# Trace ids need to be unique, not secret: like OpenTelemetry's id generator,
+# a PRNG (seeded from os.urandom) rather than a syscall per id, which cost
+# about twice as much (os.urandom(16) alone was 0.56 us of 1.15). Our own
+# instance, so an app's random.seed() cannot make ids repeat, reseeded in
+# a forked child so workers do not share a sequence.
+_random = random.Random()
+_getrandbits = _random.getrandbits
+os.register_at_fork(after_in_child=_random.seed)
+
+
 def new_trace_id() -> str:
     """Return a fresh random version-4 UUID as a lower-case string.
 
-    Formats ``os.urandom(16)`` directly: about half the cost of
-    ``str(uuid.uuid4())``, which builds a UUID object first.
+    Formats 128 random bits directly: a third of the cost of
+    ``str(uuid.uuid4())``, which reads ``os.urandom`` and builds an object.
     """
-    h = urandom(16).hex()
+    h = _getrandbits(128).to_bytes(16, "big").hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 

@@ -186,12 +186,14 @@ class MetricsWriter:
         endpoint: str,
         latency_ms: float,
         method: str,
-        status_code: int,
+        status_code: int | str,
         trace_id: str,
     ) -> bool:
         """Queue one request row (the middlewares' hot path); False if dropped.
 
-        ``start`` is epoch seconds (``time.time()``); the row's metadata is
+        ``start`` is epoch seconds (``time.time()``); ``status_code`` may
+        also be a status line (``"404 Not Found"``) or an ``HTTPStatus``,
+        turned into a number on the writer thread. The row's metadata is
         ``{"endpoint", "method", "status_code", "trace_id"}``, built later
         on the writer thread.
         """
@@ -318,7 +320,7 @@ class MetricsWriter:
             if conn is not None:
                 _close_quietly(conn)
 
-    def _deliver(self, conn: Any, lines: list[bytes]) -> Any:
+    def _deliver(self, conn: Any, lines: list[str]) -> Any:
         """Write ``lines``, reconnecting and backing off until done or given up."""
         failures = 0
         while lines:

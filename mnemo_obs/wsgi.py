@@ -134,8 +134,8 @@ class MetricsWSGIMiddleware:
                 endpoint = endpoint or UNMATCHED
             else:
                 endpoint = _BY_METHOD.get(method, _OTHER)
-            code = int(status[:3]) if status else 500
-            self._submit(wall, endpoint, latency_ms, method[:32], code, trace_id)
+            # The status line goes as it is: the writer thread takes its number.
+            self._submit(wall, endpoint, latency_ms, method[:32], status or 500, trace_id)
         except Exception as exc:
             self._failed("record", exc)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 
 import pytest
@@ -89,3 +90,19 @@ def test_filter_default_and_format() -> None:
     assert logging.Formatter("%(trace_id)s %(message)s").format(record) == "none hello"
     with pytest.raises(TypeError, match="None"):
         TraceIdFilter(default=None)  # type: ignore[arg-type]
+
+
+def test_a_forked_child_does_not_repeat_the_parents_ids() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.write(write_end, new_trace_id().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    parent = new_trace_id()
+    with os.fdopen(read_end, "rb") as pipe:
+        child = pipe.read().decode()  # EOF when the child exits
+    os.waitpid(pid, 0)
+    assert UUID4.fullmatch(child) and child != parent
