@@ -10,61 +10,22 @@ hand-off to that thread, a few microseconds per request.
 
 from __future__ import annotations
 
-import atexit
-import itertools
 import logging
-import math
-import os
 import threading
 import time
-import weakref
 from collections import deque
-from contextlib import suppress
 from datetime import datetime, timezone
 from typing import Any
 
 from . import db
-from ._copy import Formatter, Interrupted, write_lines
-from .errors import ConfigurationError, DatabaseError
+from ._drain import DrainThreads
+from ._support import LIVE, Counter, install_process_hooks, positive_float, positive_int
+from .errors import ConfigurationError
 
 log = logging.getLogger("mnemo_obs.writer")
 
 
-class _Counter:
-    """A counter that any thread may bump without a lock.
-
-    ``next()`` on an ``itertools.count`` is one C call, atomic under the
-    GIL, so concurrent bumps are never lost; reading takes a number too,
-    and subtracts the reads made so far.
-    """
-
-    def __init__(self) -> None:
-        self._count = itertools.count()
-        self._reads = 0
-        self._lock = threading.Lock()
-        self.bump = self._count.__next__
-
-    def value(self) -> int:
-        with self._lock:
-            value = next(self._count) - self._reads
-            self._reads += 1
-        return value
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be an int >= 1, not {value!r}")
-    return value
-
-
-def _positive_float(name: str, value: object, *, zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value < 0 or (value == 0 and not zero):  # type: ignore[arg-type]
-        raise ConfigurationError(f"{name} must be a finite number > 0, not {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-class MetricsWriter:
+class MetricsWriter(DrainThreads):
     """Write metric rows to the ``metrics`` table in batches, off the request path.
 
     Nothing opens or starts at construction: the threads and their
@@ -120,20 +81,20 @@ class MetricsWriter:
         application_name: str = "mnemo_obs.writer",
     ) -> None:
         self._dsn = db.resolve_dsn(dsn)
-        self._max_queue = _positive_int(
+        self._max_queue = positive_int(
             "max_queue", self.MAX_QUEUE if max_queue is None else max_queue
         )
-        self._batch_size = _positive_int(
+        self._batch_size = positive_int(
             "batch_size", self.BATCH_SIZE if batch_size is None else batch_size
         )
-        self._flush_interval = _positive_float(
+        self._flush_interval = positive_float(
             "flush_interval", self.FLUSH_INTERVAL if flush_interval is None else flush_interval
         )
-        self._writers = _positive_int("writers", writers)
-        self._retry_initial = _positive_float(
+        self._writers = positive_int("writers", writers)
+        self._retry_initial = positive_float(
             "retry_initial", self.RETRY_INITIAL if retry_initial is None else retry_initial
         )
-        self._retry_max = _positive_float(
+        self._retry_max = positive_float(
             "retry_max", self.RETRY_MAX if retry_max is None else retry_max
         )
         if self._retry_max < self._retry_initial:
@@ -147,7 +108,7 @@ class MetricsWriter:
                 f"max_retries must be None or an int >= 0, not {max_retries!r}"
             )
         self._max_retries = max_retries
-        self._shutdown_timeout = _positive_float(
+        self._shutdown_timeout = positive_float(
             "shutdown_timeout",
             self.SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout,
             zero=True,
@@ -168,8 +129,8 @@ class MetricsWriter:
         self._lock = threading.Lock()  # writer side: taking rows, counters
         self._settled = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
-        self._dropped_full = _Counter()
-        self._dropped_closed = _Counter()
+        self._dropped_full = Counter()
+        self._dropped_closed = Counter()
         self._taken = 0  # rows ever taken off the queue
         self._in_flight: dict[int, int] = {}  # batch start index -> size
         self._flush_waiters = 0
@@ -259,8 +220,8 @@ class MetricsWriter:
         return True
 
     def _start(self) -> None:
-        _install_process_hooks()
-        _LIVE.add(self)
+        install_process_hooks()
+        LIVE.add(self)
         for index in range(self._writers):
             name = "mnemo_obs.writer" if index == 0 else f"mnemo_obs.writer-{index + 1}"
             thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -268,117 +229,6 @@ class MetricsWriter:
             self._threads.append(thread)
         self._limit = self._max_queue
         self._state = "running"
-
-    # -- the writer threads ---------------------------------------------------
-
-    def _take(self) -> tuple[int, list[tuple[Any, ...]]] | None:
-        """Wait for a batch and take it; None once stopping with nothing left."""
-        timed_out = False
-        while True:
-            with self._lock:
-                if self._abandon.is_set():
-                    return None
-                queue = self._queue
-                size = len(queue)
-                if size and (
-                    size >= self._batch_size or timed_out or self._flush_waiters or self._stopping
-                ):
-                    # Only writer threads pop, and they hold the lock: the rows are there.
-                    batch = [queue.popleft() for _ in range(min(size, self._batch_size))]
-                    start = self._taken
-                    self._taken += len(batch)
-                    self._in_flight[start] = len(batch)
-                    return start, batch
-                if self._stopping:
-                    return None
-            timed_out = not self._wake.wait(self._flush_interval)
-            self._wake.clear()
-
-    def _run(self) -> None:
-        formatter = Formatter()
-        conn = None
-        try:
-            while True:
-                taken = self._take()
-                if taken is None:
-                    return
-                start, rows = taken
-                try:
-                    lines, unformattable, error = formatter.lines(rows)
-                    if unformattable:
-                        self._count(rejected=unformattable, error=error)
-                        log.warning("rejected %d of %d rows: %s", unformattable, len(rows), error)
-                    conn = self._deliver(conn, lines)
-                except Exception as exc:  # never let the loop die; a bug costs its batch
-                    log.exception("mnemo_obs writer: unexpected error, %d rows lost", len(rows))
-                    self._count(dropped=len(rows), error=f"{type(exc).__name__}: {exc}")
-                finally:
-                    with self._lock:
-                        del self._in_flight[start]
-                        self._settled.notify_all()
-        finally:
-            if conn is not None:
-                _close_quietly(conn)
-
-    def _deliver(self, conn: Any, lines: list[str]) -> Any:
-        """Write ``lines``, reconnecting and backing off until done or given up."""
-        failures = 0
-        while lines:
-            try:
-                if conn is None:
-                    conn = db.connect(
-                        self._dsn,
-                        application_name=self._application_name,
-                        client_encoding="UTF8",
-                    )
-                    conn.autocommit = True
-                written, rejected, error = write_lines(conn, lines)
-            except Interrupted as exc:
-                self._count(written=exc.written, rejected=exc.rejected)
-                lines, cause = exc.remaining, db.first_line(exc.cause)
-                conn = _close_quietly(conn)
-            except DatabaseError as exc:  # connect() failed
-                cause = str(exc)
-                conn = _close_quietly(conn)
-            else:
-                self._count(written=written, rejected=rejected, error=error, batch=True)
-                if rejected:
-                    log.warning("rejected %d of %d rows: %s", rejected, len(lines), error)
-                if failures:
-                    log.info("writing again after %d failed attempts", failures)
-                return conn
-            failures += 1
-            self._count(error=cause)
-            if failures == 1:
-                log.warning("cannot write %d rows, will retry: %s", len(lines), cause)
-            if self._max_retries is not None and failures > self._max_retries:
-                log.error("dropping %d rows after %d failed attempts", len(lines), failures)
-                self._count(dropped=len(lines))
-                return conn
-            delay = min(self._retry_initial * 2 ** (failures - 1), self._retry_max)
-            if self._abandon.wait(delay):
-                self._count(dropped=len(lines))
-                return conn
-        return conn
-
-    def _count(
-        self,
-        *,
-        written: int = 0,
-        rejected: int = 0,
-        dropped: int = 0,
-        error: str | None = None,
-        batch: bool = False,
-    ) -> None:
-        with self._lock:
-            self._written += written
-            self._rejected += rejected
-            self._dropped_retries += dropped
-            if batch and written:
-                self._batches += 1
-                self._last_write_at = time.time()
-            if error is not None:
-                self._last_error = error
 
     # -- control ------------------------------------------------------------
 
@@ -474,40 +324,3 @@ class MetricsWriter:
 
     def __repr__(self) -> str:
         return f"<MetricsWriter {db.describe(self._dsn)} {self._state}>"
-
-
-def _close_quietly(conn: Any) -> None:
-    with suppress(Exception):  # already broken: nothing more to do
-        conn.close()
-
-
-# -- process-wide hooks, installed with the first started writer ------------
-
-_LIVE: weakref.WeakSet[MetricsWriter] = weakref.WeakSet()
-_hooks_installed = False
-_hooks_lock = threading.Lock()
-
-
-def _install_process_hooks() -> None:
-    global _hooks_installed
-    if _hooks_installed:
-        return
-    with _hooks_lock:
-        if not _hooks_installed:
-            atexit.register(_close_all)
-            os.register_at_fork(after_in_child=_reset_all_after_fork)
-            _hooks_installed = True
-
-
-def _close_all() -> None:
-    for writer in list(_LIVE):
-        writer.close()
-
-
-def _reset_all_after_fork() -> None:
-    # The parent's threads do not exist here and its locks may be held by
-    # them. Its connections are left alone: psycopg2 does not close a
-    # connection in a process other than the one that opened it, so
-    # dropping them cannot end the parent's session.
-    for writer in list(_LIVE):
-        writer._reset()

@@ -1,0 +1,162 @@
+"""The writer threads of :class:`~mnemo_obs.MetricsWriter`: take a batch, COPY it, retry.
+
+A mixin, so the queue's two sides read as two modules: ``writer.py`` is
+what the request threads and the owner call, this is what the background
+threads run. It uses the state ``MetricsWriter._reset`` makes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from contextlib import suppress
+from typing import Any
+
+from . import db
+from ._copy import Formatter, Interrupted, write_lines
+from .errors import DatabaseError
+
+log = logging.getLogger("mnemo_obs.writer")
+
+
+class DrainThreads:
+    """Run by each writer thread: batches off the shared queue into PostgreSQL."""
+
+    _dsn: str
+    _application_name: str
+    _batch_size: int
+    _flush_interval: float
+    _retry_initial: float
+    _retry_max: float
+    _max_retries: int | None
+    _queue: deque[tuple[Any, ...]]
+    _lock: threading.Lock
+    _settled: threading.Condition
+    _wake: threading.Event
+    _abandon: threading.Event
+    _taken: int
+    _in_flight: dict[int, int]
+    _flush_waiters: int
+    _stopping: bool
+    _written: int
+    _rejected: int
+    _dropped_retries: int
+    _batches: int
+    _last_error: str | None
+    _last_write_at: float | None
+
+    def _take(self) -> tuple[int, list[tuple[Any, ...]]] | None:
+        """Wait for a batch and take it; None once stopping with nothing left."""
+        timed_out = False
+        while True:
+            with self._lock:
+                if self._abandon.is_set():
+                    return None
+                queue = self._queue
+                size = len(queue)
+                if size and (
+                    size >= self._batch_size or timed_out or self._flush_waiters or self._stopping
+                ):
+                    # Only writer threads pop, and they hold the lock: the rows are there.
+                    batch = [queue.popleft() for _ in range(min(size, self._batch_size))]
+                    start = self._taken
+                    self._taken += len(batch)
+                    self._in_flight[start] = len(batch)
+                    return start, batch
+                if self._stopping:
+                    return None
+            timed_out = not self._wake.wait(self._flush_interval)
+            self._wake.clear()
+
+    def _run(self) -> None:
+        formatter = Formatter()
+        conn = None
+        try:
+            while True:
+                taken = self._take()
+                if taken is None:
+                    return
+                start, rows = taken
+                try:
+                    lines, unformattable, error = formatter.lines(rows)
+                    if unformattable:
+                        self._count(rejected=unformattable, error=error)
+                        log.warning("rejected %d of %d rows: %s", unformattable, len(rows), error)
+                    conn = self._deliver(conn, lines)
+                except Exception as exc:  # never let the loop die; a bug costs its batch
+                    log.exception("mnemo_obs writer: unexpected error, %d rows lost", len(rows))
+                    self._count(dropped=len(rows), error=f"{type(exc).__name__}: {exc}")
+                finally:
+                    with self._lock:
+                        del self._in_flight[start]
+                        self._settled.notify_all()
+        finally:
+            if conn is not None:
+                _close_quietly(conn)
+
+    def _deliver(self, conn: Any, lines: list[str]) -> Any:
+        """Write ``lines``, reconnecting and backing off until done or given up."""
+        failures = 0
+        while lines:
+            try:
+                if conn is None:
+                    conn = db.connect(
+                        self._dsn,
+                        application_name=self._application_name,
+                        client_encoding="UTF8",
+                    )
+                    conn.autocommit = True
+                written, rejected, error = write_lines(conn, lines)
+            except Interrupted as exc:
+                self._count(written=exc.written, rejected=exc.rejected)
+                lines, cause = exc.remaining, db.first_line(exc.cause)
+                conn = _close_quietly(conn)
+            except DatabaseError as exc:  # connect() failed
+                cause = str(exc)
+                conn = _close_quietly(conn)
+            else:
+                self._count(written=written, rejected=rejected, error=error, batch=True)
+                if rejected:
+                    log.warning("rejected %d of %d rows: %s", rejected, len(lines), error)
+                if failures:
+                    log.info("writing again after %d failed attempts", failures)
+                return conn
+            failures += 1
+            self._count(error=cause)
+            if failures == 1:
+                log.warning("cannot write %d rows, will retry: %s", len(lines), cause)
+            if self._max_retries is not None and failures > self._max_retries:
+                log.error("dropping %d rows after %d failed attempts", len(lines), failures)
+                self._count(dropped=len(lines))
+                return conn
+            delay = min(self._retry_initial * 2 ** (failures - 1), self._retry_max)
+            if self._abandon.wait(delay):
+                self._count(dropped=len(lines))
+                return conn
+        return conn
+
+    def _count(
+        self,
+        *,
+        written: int = 0,
+        rejected: int = 0,
+        dropped: int = 0,
+        error: str | None = None,
+        batch: bool = False,
+    ) -> None:
+        with self._lock:
+            self._written += written
+            self._rejected += rejected
+            self._dropped_retries += dropped
+            if batch and written:
+                self._batches += 1
+                self._last_write_at = time.time()
+            if error is not None:
+                self._last_error = error
+
+
+def _close_quietly(conn: Any) -> None:
+    with suppress(Exception):  # already broken: nothing more to do
+        conn.close()

@@ -1,0 +1,80 @@
+"""Small parts of the writer: a lock-free counter, option checks, process-wide hooks."""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import math
+import os
+import threading
+import weakref
+from typing import Any
+
+from .errors import ConfigurationError
+
+
+class Counter:
+    """A counter that any thread may bump without a lock.
+
+    ``next()`` on an ``itertools.count`` is one C call, atomic under the
+    GIL, so concurrent bumps are never lost; reading takes a number too,
+    and subtracts the reads made so far.
+    """
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self._reads = 0
+        self._lock = threading.Lock()
+        self.bump = self._count.__next__
+
+    def value(self) -> int:
+        with self._lock:
+            value = next(self._count) - self._reads
+            self._reads += 1
+        return value
+
+
+def positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be an int >= 1, not {value!r}")
+    return value
+
+
+def positive_float(name: str, value: object, *, zero: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value < 0 or (value == 0 and not zero):  # type: ignore[arg-type]
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigurationError(f"{name} must be a finite number {bound}, not {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+# -- process-wide hooks, installed with the first started writer ------------
+
+LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+_hooks_installed = False
+_hooks_lock = threading.Lock()
+
+
+def install_process_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    with _hooks_lock:
+        if not _hooks_installed:
+            atexit.register(_close_all)
+            os.register_at_fork(after_in_child=_reset_all_after_fork)
+            _hooks_installed = True
+
+
+def _close_all() -> None:
+    for writer in list(LIVE):
+        writer.close()
+
+
+def _reset_all_after_fork() -> None:
+    # The parent's threads do not exist here and its locks may be held by
+    # them. Its connections are left alone: psycopg2 does not close a
+    # connection in a process other than the one that opened it, so
+    # dropping them cannot end the parent's session.
+    for writer in list(LIVE):
+        writer._reset()
