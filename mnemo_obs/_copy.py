@@ -47,6 +47,11 @@ def escape(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
+def _status_code(status: object) -> int:
+    """The number of a status line ("404 Not Found"), an int or an HTTPStatus."""
+    return int(status[:3]) if isinstance(status, str) else int(status)  # type: ignore[call-overload]
+
+
 def clean_name(name: str) -> str:
     """A metric name as stored: NUL bytes removed, cut to 100 characters."""
     return name.replace("\x00", "")[:NAME_MAX]
@@ -67,15 +72,17 @@ class Formatter:
         self._second_text = ""
         self._names: dict[str, str] = {}
         self._api_meta: dict[tuple[str, str], tuple[str, str]] = {}
+        self._codes: dict[object, int] = {}
 
     def lines(self, rows: list[tuple[Any, ...]]) -> tuple[list[str], int, str | None]:
         """Return the COPY lines, how many rows could not be formatted, and why."""
         out: list[str] = []
         bad = 0
         error = None
-        if len(self._names) > _CACHE_MAX or len(self._api_meta) > _CACHE_MAX:
+        if max(len(self._names), len(self._api_meta), len(self._codes)) > _CACHE_MAX:
             self._names.clear()
             self._api_meta.clear()
+            self._codes.clear()
         api_line, general_line = self._api_line, self._general_line
         for row in rows:
             try:
@@ -124,17 +131,23 @@ class Formatter:
                 ),
             )
         name, meta = cached
-        # Exact types are checked, not trusted: their str() goes into the line.
+        # "200 OK", 200 or HTTPStatus.OK, whatever the framework holds: an int
+        # by a dict lookup, so its str() is safe in the line.
+        code = self._codes.get(status_code)
+        if code is None:
+            code = self._codes[status_code] = _status_code(status_code)
+        # Exact type checked, not trusted: its repr() goes into the line.
         if latency_ms.__class__ is not float:
             latency_ms = float(latency_ms)
-        if status_code.__class__ is not int:  # "200 OK" (Falcon 3), an HTTPStatus, ...
-            status_code = int(status_code[:3]) if isinstance(status_code, str) else int(status_code)
         # Ours are UUIDs; anything else a caller passes is escaped like the rest.
         if not trace_id.isprintable() or '"' in trace_id or "\\" in trace_id:
             trace_id = escape(_json_str(trace_id)[1:-1])
+        if start // 1 != self._second:
+            self._timestamp(start)
         return (
-            f"{self._timestamp(start)}\tapi\t{name}\t{latency_ms!r}\t"
-            f'{meta}{status_code}, "trace_id": "{trace_id}"}}\n'
+            f"{self._second_text}{str(int((start - self._second) * 1_000_000) + 1_000_000)[1:]}"
+            f"+00\tapi\t{name}\t{latency_ms!r}\t{meta}{code}, "
+            f'"trace_id": "{trace_id}"}}\n'
         )
 
     def _general_line(self, row: tuple[Any, ...]) -> str:

@@ -205,6 +205,9 @@ class MetricsWriter(DrainThreads):
 
     def _submit_slow(self, row: tuple[Any, ...]) -> bool:
         if self._state == "running":
+            if len(self._queue) < self._limit:  # started by another thread meanwhile
+                self._queue.append(row)
+                return True
             self._dropped_full.bump()
             return False
         with self._start_lock:

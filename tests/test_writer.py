@@ -339,3 +339,15 @@ def test_record_refuses_what_is_not_a_row(make_writer: Any) -> None:
     with pytest.raises(TypeError):
         writer.record("system", "x", 1.0, metadata=["no"])  # type: ignore[arg-type]
     assert writer.stats()["enqueued"] == 0
+
+
+def test_request_rows_take_any_form_of_status(dsn: str, make_writer: Any) -> None:
+    from http import HTTPStatus
+
+    writer = make_writer(dsn)
+    for status in ("404 Not Found", 201, HTTPStatus.ACCEPTED, "500"):
+        assert writer.submit_request(time.time(), "/s", 1.0, "GET", status, str(status))
+    writer.submit_request(time.time(), "/s", 1.0, "GET", "bad", "x")  # no number: rejected
+    assert writer.flush(timeout=10)
+    assert sorted(r["metadata"]["status_code"] for r in fetch(dsn)) == [201, 202, 404, 500]
+    assert writer.stats()["rejected"] == 1
