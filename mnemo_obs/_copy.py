@@ -1,7 +1,7 @@
 """Rows to COPY text, and a batch into the ``metrics`` table in one round trip.
 
-COPY beat ``execute_values`` here by about 1.7x in rows/s and took a third
-of the Python CPU per row (``python -m benchmarks --only writer``); the CPU
+COPY beat ``execute_values`` here by about 1.6x in rows/s at half the
+Python CPU per row (``python -m benchmarks --only writer``); the CPU
 matters because the writer thread shares the GIL with the request threads.
 Every text field is escaped for COPY's text format, so no value can end a
 field or a row early: backslash, tab, newline and carriage return become
