@@ -6,15 +6,31 @@ so the request path never touches the database.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import ConfigurationError, DatabaseError, MnemoObsError
 from .schema import apply_schema
+
+if TYPE_CHECKING:
+    from .installation import Installation, install
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
     "DatabaseError",
+    "Installation",
     "MnemoObsError",
     "__version__",
     "apply_schema",
+    "install",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # install() needs Falcon: loaded on first use, so `import mnemo_obs` stays Falcon-free.
+    if name in ("install", "Installation"):
+        from . import installation
+
+        return getattr(installation, name)
+    raise AttributeError(f"module 'mnemo_obs' has no attribute {name!r}")

@@ -21,7 +21,7 @@ import waitress.wasyncore
 from . import db, embedded, schema
 from .demo import make_app
 from .errors import ConfigurationError
-from .install import Installation, install
+from .installation import Installation, install
 
 log = logging.getLogger("mnemo_obs.serve")
 

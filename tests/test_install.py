@@ -6,6 +6,7 @@ import http.client
 import json
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import falcon
 import falcon.asgi
@@ -15,7 +16,7 @@ import pytest
 import waitress
 
 from mnemo_obs.errors import ConfigurationError
-from mnemo_obs.install import Installation, install
+from mnemo_obs.installation import Installation, install
 
 SUMMARY = "/api/monitoring/advanced/summary"
 
@@ -223,3 +224,28 @@ def test_under_a_real_waitress_server(
     assert resp.status == 200
     assert body["api"]["request_count"] == 3
     assert body["api"]["error_count"] == 1
+
+
+def test_readme_example_runs(dsn: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    code = readme.split("<!-- example: install -->\n```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("MNEMO_OBS_DSN", dsn)
+    monkeypatch.delenv("MNEMO_OBS_TOKEN", raising=False)
+    assert '"redis://127.0.0.1:6379/0"' in code
+    namespace: dict[str, object] = {}
+    exec(
+        compile(code.replace('"redis://127.0.0.1:6379/0"', repr(redis_url)), "README", "exec"),
+        namespace,
+    )
+    app, monitoring = namespace["app"], namespace["monitoring"]
+    assert isinstance(monitoring, Installation)
+    try:
+        client = falcon.testing.TestClient(app)  # type: ignore[arg-type]
+        resp = client.simulate_get("/items/3")
+        assert resp.json == {"id": "3", "trace_id": resp.headers["X-Trace-ID"]}
+        assert monitoring.writer.flush(10)
+        summary = client.simulate_get(SUMMARY).json
+        assert summary["api"]["request_count"] == 1
+        assert summary["redis"]["connected"] is True
+    finally:
+        monitoring.close(10)

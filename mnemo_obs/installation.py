@@ -1,4 +1,8 @@
-"""``install(app, ...)``: one call adds request recording and the monitoring routes to an app."""
+"""``install(app, ...)``: one call adds request recording and the monitoring routes to an app.
+
+(Not named ``install.py``: importing a submodule of that name would replace
+the ``mnemo_obs.install`` function with the module.)
+"""
 
 from __future__ import annotations
 
