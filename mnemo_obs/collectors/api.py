@@ -7,10 +7,10 @@ from typing import Any
 from ._base import check_positive, rounded
 from ._pg import PgConnections
 
-# One statement, one pass: the range condition on the timestamp matches
-# idx_metrics_type_time (or idx_metrics_time, when every row is an api row and
-# the planner sees no gain in the type), and the three percentiles share one
-# sort (percentile_cont over an array of fractions). The status test compares
+# One statement, one pass: the range condition on the timestamp is served by
+# idx_metrics_time or idx_metrics_type_time (the planner has preferred the
+# smaller idx_metrics_time in every mix of types we tried), and the three
+# percentiles share one sort (percentile_cont over an array of fractions). The status test compares
 # jsonb values, which never raises: a text cast (::int) would be faster by
 # ~15 ms per 100k rows, but one malformed row would then break every summary.
 # jsonb orders numbers below booleans, arrays and objects and above strings,
