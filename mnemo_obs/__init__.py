@@ -6,6 +6,8 @@ so the request path never touches the database.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import ConfigurationError, DatabaseError, MnemoObsError
 from .middleware import MetricsMiddleware
 from .schema import apply_schema
@@ -13,11 +15,15 @@ from .tracing import TraceIdFilter, current_trace_id
 from .writer import MetricsWriter
 from .wsgi import MetricsWSGIMiddleware
 
+if TYPE_CHECKING:
+    from .installation import Installation, install
+
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
     "DatabaseError",
+    "Installation",
     "MetricsMiddleware",
     "MetricsWSGIMiddleware",
     "MetricsWriter",
@@ -26,4 +32,14 @@ __all__ = [
     "__version__",
     "apply_schema",
     "current_trace_id",
+    "install",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # install() needs Falcon: loaded on first use, so `import mnemo_obs` stays Falcon-free.
+    if name in ("install", "Installation"):
+        from . import installation
+
+        return getattr(installation, name)
+    raise AttributeError(f"module 'mnemo_obs' has no attribute {name!r}")

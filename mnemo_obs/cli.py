@@ -9,12 +9,14 @@ prints one line on stderr and also exits 2. Only the CLI configures logging.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 
 from . import db, schema
-from .errors import MnemoObsError
+from .errors import DatabaseError, MnemoObsError
 
 PROG = "mnemo-obs"
 
@@ -30,6 +32,64 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     dsn = db.resolve_dsn(args.dsn)
     applied = schema.apply_schema(dsn)
     print(f"schema up to date on {db.describe(dsn)} ({', '.join(applied)})")
+    return 0
+
+
+def _add_redis_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-url",
+        help="Redis the summary reports on, e.g. redis://127.0.0.1:6379/0 "
+        "(default: $MNEMO_OBS_REDIS_URL; none when unset)",
+    )
+
+
+def _period_hours(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= 720:
+        raise argparse.ArgumentTypeError(f"must be > 0 and <= 720, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, got {text!r}")
+    return int(text)
+
+
+def _threads(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"must be 1..256, got {text!r}")
+    return int(text)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from . import serve  # waitress and the demo app load only for this command
+
+    return serve.run(
+        dsn=args.dsn,
+        redis_url=args.redis_url,
+        token=args.token,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+    )
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from .collectors import MetricsCollector
+
+    with MetricsCollector(db.resolve_dsn(args.dsn), redis_url=args.redis_url, cache_ttl=0) as c:
+        summary = c.collect_all(args.period_hours)
+    # The database is what the summary is about: without it, say why in one line.
+    for section in ("api", "postgres"):
+        if "error" in summary[section]:
+            raise DatabaseError(summary[section]["error"])
+    if c.redis is not None and not summary["redis"]["connected"]:
+        raise DatabaseError(f"cannot reach Redis: {summary['redis']['error']}")
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -51,6 +111,49 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _add_dsn(migrate)
     migrate.set_defaults(handler=_cmd_migrate)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a demo app with mnemo_obs installed (waitress)",
+        description="Serve a small demo Falcon app with mnemo_obs installed, applying the "
+        "schema first. With no DSN it starts a throwaway PostgreSQL, deleted on exit. "
+        "SIGINT/SIGTERM: stop accepting, flush the rows, exit 0.",
+    )
+    serve.add_argument(
+        "--dsn",
+        help=f"PostgreSQL connection string or URL (default: ${db.DSN_ENV}, else an "
+        "embedded throwaway PostgreSQL)",
+    )
+    _add_redis_url(serve)
+    serve.add_argument(
+        "--token", help="bearer token for the summary (default: $MNEMO_OBS_TOKEN; open when unset)"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=_port, default=8001, help="port, 0 for any (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--threads", type=_threads, default=8, help="waitress worker threads (default: %(default)s)"
+    )
+    serve.set_defaults(handler=_cmd_serve)
+
+    summary = commands.add_parser(
+        "summary",
+        help="print the summary JSON, read straight from PostgreSQL, Redis and this host",
+        description="Print the summary (api, redis, postgres, system) as JSON. "
+        "An unreachable server gives one line on stderr and exit status 2.",
+    )
+    _add_dsn(summary)
+    _add_redis_url(summary)
+    summary.add_argument(
+        "--period-hours",
+        type=_period_hours,
+        default=1.0,
+        help="the api window in hours, > 0 and <= 720 (default: %(default)s)",
+    )
+    summary.set_defaults(handler=_cmd_summary)
     return parser
 
 

@@ -93,11 +93,22 @@ def start(**settings: Any) -> Any:
                 "install them (apt-get install postgresql) or pass a DSN"
             ) from None
 
+    # Its own session (setsid execs in place, so the pid is still the
+    # server's): a Ctrl-C in a terminal signals the whole foreground process
+    # group, and the database must outlive the app's final flush into it.
+    session = [setsid] if (setsid := shutil.which("setsid")) else []
+
     if os.geteuid() != 0:
-        return testing.postgresql.Postgresql(**settings)
+
+        class _OwnSession(testing.postgresql.Postgresql):  # type: ignore[misc]
+            def get_server_commandline(self) -> list[str]:
+                return session + super().get_server_commandline()
+
+        return _OwnSession(**settings)
 
     user = _unprivileged_user()
     prefix = [
+        *session,
         shutil.which("setpriv") or "setpriv",
         f"--reuid={user.pw_uid}",
         f"--regid={user.pw_gid}",

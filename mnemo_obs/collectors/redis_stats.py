@@ -1,0 +1,118 @@
+"""Memory, keys and hit rate of a Redis server, from one ``INFO`` call.
+
+(Named ``redis_stats`` so it never shadows the ``redis`` package.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..errors import ConfigurationError
+from ._base import MB, percent, rounded
+
+KEYS = (
+    "connected",
+    "memory_used_mb",
+    "memory_max_mb",
+    "memory_max_source",
+    "memory_percent",
+    "keys_total",
+    "hit_rate",
+    "evicted_keys",
+    "connected_clients",
+)
+
+
+class RedisCollector:
+    """Redis health from ``INFO``; never raises.
+
+    Args:
+        client: the ``redis.Redis`` to ask. Its own timeouts apply; build one
+            with :meth:`from_url` for short ones.
+
+    ``collect()`` returns ``connected``, ``memory_used_mb``,
+    ``memory_max_mb`` with ``memory_max_source`` (``"maxmemory"`` when a
+    limit is set, else ``"system"``: with ``maxmemory`` 0 Redis has no limit
+    of its own and the host's ``total_system_memory`` is the real ceiling),
+    ``memory_percent`` (of that ceiling), ``keys_total`` (summed over the
+    keyspace's databases), ``hit_rate`` (keyspace hits over hits + misses,
+    percent, 0 when there were none), ``evicted_keys`` and
+    ``connected_clients``. When Redis cannot be reached it returns
+    ``{"connected": false, "error": "<message>"}`` with the other keys null.
+    """
+
+    # A summary must not wait on a dead Redis: one short try, no retries.
+    TIMEOUT = 1.0
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._owned = False
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: float = TIMEOUT) -> RedisCollector:
+        """Build a collector with its own client: ``timeout`` seconds, no retries.
+
+        Raises:
+            ConfigurationError: ``url`` is not a Redis URL (no I/O happens here).
+        """
+        try:
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
+                client_name="mnemo_obs.collector",
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid Redis URL {url!r}: {exc}") from None
+        collector = cls(client)
+        collector._owned = True
+        return collector
+
+    @staticmethod
+    def unavailable(error: str) -> dict[str, Any]:
+        """The answer when there is no Redis to ask: every key null, ``connected`` false."""
+        result: dict[str, Any] = dict.fromkeys(KEYS)
+        result["connected"] = False
+        result["error"] = error
+        return result
+
+    def collect(self) -> dict[str, Any]:
+        """One ``INFO`` round trip turned into the summary's keys."""
+        try:
+            info = self._client.info()
+        except (redis.RedisError, OSError) as exc:
+            return self.unavailable(str(exc) or type(exc).__name__)
+        used = int(info.get("used_memory", 0))
+        maxmemory = int(info.get("maxmemory", 0))
+        if maxmemory > 0:
+            ceiling, source = maxmemory, "maxmemory"
+        else:
+            ceiling, source = int(info.get("total_system_memory", 0)), "system"
+        hits = int(info.get("keyspace_hits", 0))
+        misses = int(info.get("keyspace_misses", 0))
+        keys = sum(
+            int(value.get("keys", 0))
+            for name, value in info.items()
+            if name.startswith("db") and name[2:].isdigit() and isinstance(value, dict)
+        )
+        return {
+            "connected": True,
+            "memory_used_mb": rounded(used / MB),
+            "memory_max_mb": rounded(ceiling / MB) if ceiling else None,
+            "memory_max_source": source if ceiling else None,
+            "memory_percent": percent(used, ceiling),
+            "keys_total": keys,
+            "hit_rate": percent(hits, hits + misses) or 0.0,
+            "evicted_keys": int(info.get("evicted_keys", 0)),
+            "connected_clients": int(info.get("connected_clients", 0)),
+        }
+
+    def close(self) -> None:
+        """Close the client :meth:`from_url` made (a given client is left to its owner)."""
+        if self._owned:
+            self._client.close()
