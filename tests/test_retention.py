@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import psycopg2
 import pytest
 
-from mnemo_obs import ConfigurationError, DatabaseError
+from mnemo_obs import ConfigurationError, DatabaseError, retention
 from mnemo_obs.retention import RetentionScheduler, purge
 
 from .servers import free_port
@@ -345,3 +345,31 @@ def test_scheduler_needs_a_dsn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MNEMO_OBS_DSN", raising=False)
     with pytest.raises(ConfigurationError, match="MNEMO_OBS_DSN"):
         RetentionScheduler()
+
+
+@pytest.mark.parametrize("metric_type", [None, "api"])
+def test_batches_walk_the_time_index_and_delete_by_tid(dsn: str, metric_type: str | None) -> None:
+    with connection(dsn) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO metrics (timestamp, metric_type, metric_name, value)
+               SELECT now() - g * interval '5 minutes', (ARRAY['api', 'redis'])[1 + g % 2],
+                      '/r' || g % 10, g
+               FROM generate_series(1, 20000) g"""
+        )
+        cur.execute("ANALYZE metrics")
+        cur.execute("SELECT now() - interval '30 days'")
+        (cutoff,) = cur.fetchone()
+        sql = retention._BATCH_SQL.format(type_filter=retention._TYPE_FILTER if metric_type else "")
+        cur.execute(
+            "EXPLAIN " + sql,
+            {
+                "cutoff": cutoff,
+                "after": "-infinity",
+                "limit": 1000,
+                "metric_type": metric_type,
+            },
+        )
+        plan = "\n".join(row[0] for row in cur.fetchall())
+    assert "Index Scan Backward using idx_metrics_time on metrics" in plan, plan
+    assert "LockRows" in plan and "Tid Scan on metrics" in plan, plan
+    assert "Seq Scan" not in plan and "Sort" not in plan, plan
