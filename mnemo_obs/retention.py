@@ -57,19 +57,24 @@ _TYPE_FILTER = " AND metric_type = %(metric_type)s"
 _CUTOFF_SQL = "SELECT now() - make_interval(secs => %s)"
 
 
-def validate_days(value: object, name: str = "older_than_days") -> float:
-    """Return ``value`` as a float if it is a finite number of days > 0, else raise."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{name} must be a number of days, got {value!r}")
-    if not math.isfinite(value) or not 0 < value <= MAX_DAYS:
+def _number(name: str, value: object, *, low: float, high: float, low_ok: bool = False) -> float:
+    """Return ``value`` as a float if it is a finite number in range, else raise naming it."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not (low <= value if low_ok else low < value)
+        or value > high
+    ):
         raise ConfigurationError(
-            f"{name} must be a finite number of days > 0 and <= {MAX_DAYS}, got {value!r}"
+            f"{name} must be a finite number {'>=' if low_ok else '>'} {low:g} "
+            f"and <= {high:g}, got {value!r}"
         )
     return float(value)
 
 
 def _validate(older_than_days: object, batch_size: object, metric_type: object) -> float:
-    days = validate_days(older_than_days)
+    days = _number("older_than_days", older_than_days, low=0, high=MAX_DAYS)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
     if metric_type is not None and metric_type not in METRIC_TYPES:
@@ -239,19 +244,11 @@ class RetentionScheduler:
         metric_type: str | None = None,
     ) -> None:
         self._days = _validate(older_than_days, batch_size, metric_type)
-        for name, value in (("interval", interval), ("first_delay", first_delay)):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
-            if not math.isfinite(value) or value < 0 or (name == "interval" and value == 0):
-                raise ConfigurationError(
-                    f"{name} must be a finite number of seconds, got {value!r}"
-                )
-        if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
-            raise ConfigurationError(f"jitter must be a fraction between 0 and 1, got {jitter!r}")
+        year = 366 * 86400.0
+        self._interval = _number("interval", interval, low=0, high=year)
+        self._first_delay = _number("first_delay", first_delay, low=0, high=year, low_ok=True)
+        self._jitter = _number("jitter", jitter, low=0, high=1, low_ok=True)
         self._dsn = db.resolve_dsn(dsn)
-        self._interval = float(interval)
-        self._first_delay = float(first_delay)
-        self._jitter = float(jitter)
         self._batch_size = batch_size
         self._metric_type = metric_type
         self._stop = threading.Event()
