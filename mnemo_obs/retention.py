@@ -33,12 +33,13 @@ MAX_DAYS = 1_000_000
 
 # One batch: lock the oldest ``n`` rows before the cutoff, walking
 # idx_metrics_time from the bottom, and delete them by ctid (a TID scan,
-# three times faster than ``id IN (...)``, which probes the uuid primary key
+# 3 to 6 times faster than ``id IN (...)``, which probes the uuid primary key
 # once per row; see benchmarks/retention.py). SKIP LOCKED lets two purges run
-# at once, each taking rows the other has not locked, instead of queueing on
-# the same rows. ``timestamp >= %(after)s`` starts each batch where the
-# previous one stopped, so it does not walk again over the index entries of
-# the rows just deleted (dead until VACUUM).
+# at once, each taking rows the other has not locked; without it the second
+# would wait on the first's rows, find them gone, see a short batch and stop
+# early. The row locks cost about a fifth more WAL. ``timestamp >= %(after)s``
+# starts each batch where the previous one stopped, so it does not walk again
+# over the index entries of the rows just deleted (dead until VACUUM).
 _BATCH_SQL = """
 WITH deleted AS (
     DELETE FROM metrics WHERE ctid = ANY(ARRAY(
@@ -106,8 +107,8 @@ def purge(
             progress, left open with its autocommit setting restored.
         older_than_days: delete rows whose ``timestamp`` is older than this
             many days (fractions allowed). Default 30, the seed's retention.
-        batch_size: rows per batch (transaction). Default 10,000: about
-            20-40 ms per batch on a laptop-class server.
+        batch_size: rows per batch (transaction). Default 10,000: 20-70 ms
+            per batch on a shared 2-core machine (benchmarks/retention.py).
         metric_type: only rows of this type (one of ``schema.METRIC_TYPES``).
         dry_run: count the rows that would go, delete nothing.
         progress: called after each batch with the rows deleted so far.
