@@ -44,18 +44,22 @@ _BATCH_SQL = """
 WITH deleted AS (
     DELETE FROM metrics WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM metrics
-        WHERE timestamp < %(cutoff)s AND timestamp >= %(after)s{type_filter}
+        WHERE timestamp < %(cutoff)s::timestamptz
+          AND timestamp >= %(after)s::timestamptz{type_filter}
         ORDER BY timestamp
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ))
     RETURNING timestamp
 )
-SELECT count(*), max(timestamp) FROM deleted
+SELECT count(*), max(timestamp)::text FROM deleted
 """
-_COUNT_SQL = "SELECT count(*) FROM metrics WHERE timestamp < %(cutoff)s{type_filter}"
+_COUNT_SQL = "SELECT count(*) FROM metrics WHERE timestamp < %(cutoff)s::timestamptz{type_filter}"
 _TYPE_FILTER = " AND metric_type = %(metric_type)s"
-_CUTOFF_SQL = "SELECT now() - make_interval(secs => %s)"
+# Timestamps travel as text, written and read back by the same session: exact,
+# and free of Python's datetime range (years 1 to 9999), which a large
+# older_than_days or a row with an odd timestamp would leave.
+_CUTOFF_SQL = "SELECT (now() - make_interval(secs => %s))::text"
 
 
 def _number(name: str, value: object, *, low: float, high: float, low_ok: bool = False) -> float:

@@ -373,3 +373,35 @@ def test_batches_walk_the_time_index_and_delete_by_tid(dsn: str, metric_type: st
     assert "Index Scan Backward using idx_metrics_time on metrics" in plan, plan
     assert "LockRows" in plan and "Tid Scan on metrics" in plan, plan
     assert "Seq Scan" not in plan and "Sort" not in plan, plan
+
+
+def test_extreme_days_and_timestamps_outside_pythons_datetime_range(dsn: str) -> None:
+    with connection(dsn) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO metrics (timestamp, metric_type, metric_name, value)
+               VALUES ('-infinity', 'api', '/x', 1), ('0100-01-01 BC', 'api', '/x', 1),
+                      (now() - interval '3000 years', 'api', '/x', 1),
+                      (now() - interval '1 day', 'api', '/x', 1)"""
+        )
+    assert purge(dsn, older_than_days=1_000_000, dry_run=True) == 2
+    assert purge(dsn, older_than_days=1_000_000, batch_size=1) == 2
+    assert purge(dsn, older_than_days=30, batch_size=1) == 1
+    assert len(ids_left(dsn)) == 1
+
+
+@pytest.mark.parametrize(
+    ("datestyle", "timezone"),
+    [("SQL, DMY", "Europe/Paris"), ("Postgres, MDY", "America/New_York"), ("German", "UTC")],
+)
+def test_session_date_settings_do_not_move_the_cutoff(
+    dsn: str, datestyle: str, timezone: str
+) -> None:
+    insert_aged(dsn, [30.0001 + i / 100_000 for i in range(30)])
+    recent = insert_aged(dsn, [29.9999 - i / 100_000 for i in range(30)])
+    with connection(dsn) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT set_config('DateStyle', %s, false)", (datestyle,))
+            cur.execute("SELECT set_config('TimeZone', %s, false)", (timezone,))
+        assert purge(conn, older_than_days=30, batch_size=7) == 30
+    assert ids_left(dsn) == set(recent)
