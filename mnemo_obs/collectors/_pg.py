@@ -84,7 +84,7 @@ class PgConnections:
                 params = psycopg2.extensions.parse_dsn(self._dsn)
                 timeout = f"-c statement_timeout={self._statement_timeout_ms}"
                 options = f"{params['options']} {timeout}" if params.get("options") else timeout
-                extra = {"options": options}
+                extra = {"options": options, **db.keepalive_params(params)}
                 if "connect_timeout" not in params:
                     extra["connect_timeout"] = str(self._connect_timeout)
                 if "application_name" not in params:
