@@ -14,6 +14,9 @@ from collections import deque
 from contextlib import suppress
 from typing import Any
 
+import psycopg2
+import psycopg2.extensions
+
 from . import db
 from ._copy import Formatter, Interrupted, write_lines
 from .errors import DatabaseError
@@ -26,6 +29,7 @@ class DrainThreads:
 
     _dsn: str
     _application_name: str
+    _statement_timeout_ms: int
     _batch_size: int
     _flush_interval: float
     _retry_initial: float
@@ -102,12 +106,7 @@ class DrainThreads:
         while lines:
             try:
                 if conn is None:
-                    conn = db.connect(
-                        self._dsn,
-                        application_name=self._application_name,
-                        client_encoding="UTF8",
-                    )
-                    conn.autocommit = True
+                    conn = self._connect()
                 written, rejected, error = write_lines(conn, lines)
             except Interrupted as exc:
                 self._count(written=exc.written, rejected=exc.rejected)
@@ -135,6 +134,23 @@ class DrainThreads:
             if self._abandon.wait(delay):
                 self._count(dropped=len(lines))
                 return conn
+        return conn
+
+    def _connect(self) -> Any:
+        conn = db.connect(
+            self._dsn, application_name=self._application_name, client_encoding="UTF8"
+        )
+        conn.autocommit = True
+        options = psycopg2.extensions.parse_dsn(self._dsn).get("options", "")
+        if self._statement_timeout_ms and "statement_timeout" not in options:
+            # A SET rather than a startup option, which poolers such as
+            # PgBouncer refuse; one round trip per connection.
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SET statement_timeout = %s", (self._statement_timeout_ms,))
+            except psycopg2.Error as exc:
+                _close_quietly(conn)
+                raise DatabaseError(f"setting statement_timeout: {db.first_line(exc)}") from exc
         return conn
 
     def _count(

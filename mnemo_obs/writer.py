@@ -53,6 +53,10 @@ class MetricsWriter(DrainThreads):
             counted; None (the default) retries for as long as it runs.
         shutdown_timeout: seconds ``close()`` (and so the atexit hook) waits
             by default (``SHUTDOWN_TIMEOUT``, 5.0).
+        statement_timeout: seconds the server lets one COPY run before
+            cancelling it (``STATEMENT_TIMEOUT``, 30.0; 0: no limit). A
+            cancelled batch is kept and retried, and the timeout shows in
+            ``stats()["last_error"]``. A DSN that sets its own wins.
         application_name: shown in ``pg_stat_activity``.
     """
 
@@ -65,6 +69,11 @@ class MetricsWriter(DrainThreads):
     # not to hold up a process exit when the database is gone.
     SHUTDOWN_TIMEOUT = 5.0
     _ABANDON_GRACE = 1.0
+    # A batch takes tens of milliseconds; a COPY still running after this
+    # waits on something else (a lock held by another session, a stuck
+    # server), and is better cancelled, retried and reported than waited on
+    # in silence.
+    STATEMENT_TIMEOUT = 30.0
 
     def __init__(
         self,
@@ -78,6 +87,7 @@ class MetricsWriter(DrainThreads):
         retry_max: float | None = None,
         max_retries: int | None = None,
         shutdown_timeout: float | None = None,
+        statement_timeout: float | None = None,
         application_name: str = "mnemo_obs.writer",
     ) -> None:
         self._dsn = db.resolve_dsn(dsn)
@@ -112,6 +122,14 @@ class MetricsWriter(DrainThreads):
             "shutdown_timeout",
             self.SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout,
             zero=True,
+        )
+        self._statement_timeout_ms = round(
+            1000
+            * positive_float(
+                "statement_timeout",
+                self.STATEMENT_TIMEOUT if statement_timeout is None else statement_timeout,
+                zero=True,
+            )
         )
         self._application_name = application_name
         self._reset()
