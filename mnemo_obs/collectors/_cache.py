@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -17,7 +19,8 @@ class SingleFlightCache(Generic[T]):
     The first caller to find a key missing or expired computes it, outside
     the lock; callers arriving meanwhile wait for that result instead of
     starting their own. A computation that raises is not cached, and its
-    exception goes to everyone who waited on it.
+    exception goes to everyone who waited on it. In a forked child,
+    computations under way in the parent are forgotten.
 
     Args:
         ttl: seconds a value stays fresh; 0 disables caching but still
@@ -39,6 +42,13 @@ class SingleFlightCache(Generic[T]):
         self._lock = threading.Lock()
         self._values: dict[Hashable, tuple[float, T]] = {}
         self._inflight: dict[Hashable, Future[T]] = {}
+        _LIVE.add(self)
+
+    def _after_fork(self) -> None:
+        # The threads computing in the parent do not exist in a forked child:
+        # a caller there must not wait on their futures, nor on their lock.
+        self._lock = threading.Lock()
+        self._inflight = {}
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The fresh value for ``key``, computing it with ``compute()`` if needed."""
@@ -80,3 +90,14 @@ class SingleFlightCache(Generic[T]):
         """Forget every cached value (computations under way still finish)."""
         with self._lock:
             self._values.clear()
+
+
+_LIVE: weakref.WeakSet[SingleFlightCache[object]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_LIVE):
+        cache._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

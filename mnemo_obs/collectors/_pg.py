@@ -6,7 +6,9 @@ slow query must not hold up the rows being written, and the other way round.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,7 +26,9 @@ class PgConnections:
 
     Nothing connects at construction: the pool is made on first use, so an
     app can start while its database is still down and the summary reports
-    the error instead.
+    the error instead. A forked child (a pre-forking server's worker) makes
+    its own pool on first use: the parent's connections are left to the
+    parent, neither used nor closed.
 
     Args:
         dsn: libpq connection string or URL; defaults to ``$MNEMO_OBS_DSN``.
@@ -70,6 +74,17 @@ class PgConnections:
         self._pool: psycopg2.pool.AbstractConnectionPool | None = pool
         self._lock = threading.Lock()
         self._closed = False
+        _LIVE.add(self)
+
+    def _forget_parents_pool(self) -> None:
+        # In a forked child. Using the parent's sockets would mix two
+        # processes' messages on one session, and closing them would end the
+        # parent's sessions (psycopg2 sends the terminate message on close(),
+        # though not when a connection is merely garbage-collected in another
+        # process). A parent thread may have held the lock at the fork.
+        self._lock = threading.Lock()
+        if self._given_pool is None:
+            self._pool = None
 
     @property
     def where(self) -> str:
@@ -147,3 +162,14 @@ class PgConnections:
             pool, self._pool = self._pool, None
         if pool is not None and self._given_pool is None:
             pool.closeall()
+
+
+_LIVE: weakref.WeakSet[PgConnections] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for connections in list(_LIVE):
+        connections._forget_parents_pool()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
