@@ -81,9 +81,7 @@ def test_connections_notice_a_vanished_server_within_a_minute(
         connections.close()
 
 
-def test_a_blocked_copy_times_out_is_retried_and_loses_nothing(
-    dsn: str, make_writer: Any
-) -> None:
+def test_a_blocked_copy_times_out_is_retried_and_loses_nothing(dsn: str, make_writer: Any) -> None:
     writer = make_writer(dsn, statement_timeout=0.3, **FAST_RETRY)
     assert writer.record("system", "before", 1.0)
     assert writer.flush(timeout=10)
