@@ -12,6 +12,10 @@ from .errors import ConfigurationError
 log = logging.getLogger("mnemo_obs.middleware")
 
 EXPOSE_HEADER = "Access-Control-Expose-Headers"
+# Methods are stored cut to this: waitress accepts any token as a method, up
+# to its 256 KiB request line, and every queued row (and the writer's cache
+# of names) would hold it whole.
+METHOD_MAX = 32
 
 
 def paths(name: str, values: Iterable[str]) -> tuple[str, ...]:

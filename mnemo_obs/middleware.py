@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._guard import EXPOSE_HEADER, UNMATCHED, FailureCounter, paths
+from ._guard import EXPOSE_HEADER, METHOD_MAX, UNMATCHED, FailureCounter, paths
 from .tracing import TRACE_ENVIRON_KEY, TRACE_HEADER, _current, new_trace_id, valid_trace_id
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class MetricsMiddleware:
                 wall,
                 req.uri_template or UNMATCHED,
                 latency_ms,
-                req.method,
+                req.method[:METHOD_MAX],
                 # The raw status ("200 OK", an int or an HTTPStatus, by Falcon
                 # version and app): the writer thread turns it into a number.
                 resp.status,

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._guard import EXPOSE_HEADER, UNMATCHED, FailureCounter, expose, paths
+from ._guard import EXPOSE_HEADER, METHOD_MAX, UNMATCHED, FailureCounter, expose, paths
 from .tracing import TRACE_ENVIRON_KEY, TRACE_HEADER, _current, new_trace_id, valid_trace_id
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ class MetricsWSGIMiddleware:
             else:
                 endpoint = _BY_METHOD.get(method, _OTHER)
             # The status line goes as it is: the writer thread takes its number.
-            self._submit(wall, endpoint, latency_ms, method[:32], status or 500, trace_id)
+            self._submit(wall, endpoint, latency_ms, method[:METHOD_MAX], status or 500, trace_id)
         except Exception as exc:
             self._failed("record", exc)
 
