@@ -7,6 +7,7 @@ the ``mnemo_obs.install`` function with the module.)
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import falcon
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mnemo_obs")
 
 DEFAULT_SKIP_PATHS = ("/health", "/metrics")
+# The RetentionScheduler arguments retention_options may set (the days and
+# the DSN come from install()'s own arguments).
+RETENTION_OPTIONS = ("interval", "first_delay", "jitter", "batch_size", "metric_type")
 
 
 class Installation:
@@ -109,6 +113,7 @@ def install(
     flush_interval: float | None = None,
     writers: int | None = None,
     retention_days: int | None = None,
+    retention_options: Mapping[str, Any] | None = None,
     cache_ttl: float = MetricsCollector.CACHE_TTL,
 ) -> Installation:
     """Record every request of ``app`` and serve the summary and health routes.
@@ -141,6 +146,10 @@ def install(
             :class:`MetricsWriter` settings; None keeps its defaults.
         retention_days: when set, delete rows older than this many days,
             once a day, in a background thread (:class:`RetentionScheduler`).
+        retention_options: more ``RetentionScheduler`` arguments, among
+            ``interval``, ``first_delay``, ``jitter``, ``batch_size`` and
+            ``metric_type`` (e.g. ``{"interval": 3600}``); only with
+            ``retention_days``.
         cache_ttl: seconds the summary is reused (default 2).
 
     Returns:
@@ -166,6 +175,15 @@ def install(
         or retention_days < 1
     ):
         raise ConfigurationError(f"retention_days must be an int >= 1, got {retention_days!r}")
+    retention_options = dict(retention_options or {})
+    if retention_options and retention_days is None:
+        raise ConfigurationError("retention_options needs retention_days")
+    unknown = sorted(set(retention_options) - set(RETENTION_OPTIONS))
+    if unknown:
+        raise ConfigurationError(
+            f"retention_options: unknown {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(RETENTION_OPTIONS)}"
+        )
     for path in (summary_path, health_path):
         if path is not None:
             _refuse_taken_route(app, path)
@@ -192,7 +210,9 @@ def install(
             skip_paths=tuple(dict.fromkeys((*skip_paths, *own_paths))),
             skip_prefixes=tuple(skip_prefixes),
         )
-        retention = _start_retention(dsn, retention_days) if retention_days else None
+        retention = (
+            _start_retention(dsn, retention_days, retention_options) if retention_days else None
+        )
     except BaseException:
         if writer is not None:
             writer.close(0)
@@ -218,10 +238,10 @@ def install(
     )
 
 
-def _start_retention(dsn: str, days: int) -> RetentionScheduler:
+def _start_retention(dsn: str, days: int, options: dict[str, Any]) -> RetentionScheduler:
     # Imported here: only apps that ask for retention load its module.
     from .retention import RetentionScheduler
 
-    scheduler = RetentionScheduler(dsn=dsn, older_than_days=days)
+    scheduler = RetentionScheduler(dsn=dsn, older_than_days=days, **options)
     scheduler.start()
     return scheduler

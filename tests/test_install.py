@@ -170,6 +170,9 @@ def test_refusals_leave_the_app_untouched(
         ({"health_path": "health"}, "health_path"),
         ({"retention_days": 0}, "retention_days"),
         ({"retention_days": True}, "retention_days"),
+        ({"retention_options": {"interval": 60}}, "retention_days"),
+        ({"retention_days": 1, "retention_options": {"older_than_days": 2}}, "older_than_days"),
+        ({"retention_days": 1, "retention_options": {"interval": -1}}, "interval"),
         ({"token": "two words"}, "token"),
         ({"max_queue": 0}, "max_queue"),
         ({"redis_url": "nope://x"}, "Redis URL"),
@@ -184,6 +187,26 @@ def test_refusals_leave_the_app_untouched(
     monkeypatch.delenv("MNEMO_OBS_DSN", raising=False)
     with pytest.raises(ConfigurationError, match="MNEMO_OBS_DSN"):
         install(make_app())
+
+
+def test_retention_days_purges_in_the_background_until_close(
+    dsn: str, installed: Callable[..., tuple[falcon.App, Installation]]
+) -> None:
+    from .test_retention import ids_left, insert_aged, wait_until
+
+    insert_aged(dsn, [3, 5, 40])
+    fresh = insert_aged(dsn, [0.5])
+    _app, handle = installed(
+        retention_days=2, retention_options={"first_delay": 0, "interval": 3600, "jitter": 0}
+    )
+    scheduler = handle.retention
+    assert scheduler is not None
+    assert wait_until(lambda: scheduler.last_deleted is not None or scheduler.last_error)
+    assert (scheduler.runs, scheduler.last_deleted, scheduler.last_error) == (1, 3, None)
+    assert ids_left(dsn) == set(fresh)
+    assert "mnemo_obs.retention" in [t.name for t in threading.enumerate()]
+    assert handle.close(10)
+    assert "mnemo_obs.retention" not in [t.name for t in threading.enumerate()]
 
 
 def test_dsn_from_environment(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
