@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import statistics
 import subprocess
@@ -111,7 +112,9 @@ class App:
             text=True,
             env=_env(),
         )
-        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        # Bounded: a child that hangs before listening must not hang the test.
+        ready, _, _ = select.select([self.proc.stdout], [], [], DEADLINE)
+        line = self.proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
         if not line.startswith("READY "):
             self.kill()
             raise AssertionError(f"reliability_app did not start: {line!r} {self.proc.stderr}")

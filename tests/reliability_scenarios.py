@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg2
 
@@ -66,7 +66,11 @@ def load_nothing_lost(dsn: str, *, requests: int = 20_000, concurrency: int = 8)
         pin(proc.pid, server_cpu)
         rss_before = rss(proc.pid)
         with load(
-            base + PATH, requests=requests, concurrency=concurrency, cpu=client_cpu
+            base + PATH,
+            requests=requests,
+            concurrency=concurrency,
+            cpu=client_cpu,
+            deadline=3 * DEADLINE,
         ) as client:
             report = client.finish()
         rss_after = rss(proc.pid)
@@ -85,8 +89,14 @@ def load_nothing_lost(dsn: str, *, requests: int = 20_000, concurrency: int = 8)
     return figures
 
 
+class Fault(Protocol):
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
+
+
 def _outage_load(
-    dsn: str, max_queue: int, extra: list[str], fault: Any, *, min_fault: float
+    dsn: str, max_queue: int, extra: list[str], fault: Fault, *, min_fault: float
 ) -> dict[str, Any]:
     """Load a reliability_app; ``fault.begin()``, hold it until drops show, ``fault.end()``.
 
@@ -103,6 +113,7 @@ def _outage_load(
             rss_before = rss(server.pid)
             t_fault = time.monotonic()
             fault.begin()
+            ended = False
             t_down = time.monotonic()
             rss_max = rss_before
             polls = 0
@@ -115,10 +126,15 @@ def _outage_load(
                 held = time.monotonic() - t_down >= min_fault
                 return writer if held and writer["dropped_queue_full"] > 0 else None
 
-            during = wait_for("drops in the summary's writer section", dropped_and_held)
-            rss_end = rss(server.pid)
-            t_ending = time.monotonic()
-            fault.end()
+            try:
+                during = wait_for("drops in the summary's writer section", dropped_and_held)
+                rss_end = rss(server.pid)
+                t_ending = time.monotonic()
+                fault.end()
+                ended = True
+            finally:
+                if not ended:  # never leave the table locked or the server down
+                    fault.end()
             t_up = time.monotonic()
             written = during["written"]
             wait_for(
@@ -182,7 +198,9 @@ class _LockTable:
         self.conn.close()
 
 
-def database_outage(pg: OwnedPostgres, *, min_outage: float = 5.0, max_queue: int = 1000):
+def database_outage(
+    pg: OwnedPostgres, *, min_outage: float = 5.0, max_queue: int = 1000
+) -> dict[str, Any]:
     """Stop the app's PostgreSQL under load for ``min_outage`` s (and until rows drop)."""
     return _outage_load(pg.dsn, max_queue, [], _StopPostgres(pg), min_fault=min_outage)
 
