@@ -1,12 +1,14 @@
-"""Rows to COPY text, and a batch into the ``metrics`` table in one round trip.
+"""Rows to binary COPY tuples, and a batch into the ``metrics`` table in one round trip.
 
 COPY beat ``execute_values`` here by about 1.6x in rows/s at half the
 Python CPU per row (``python -m benchmarks --only writer``); the CPU
 matters because the writer thread shares the GIL with the request threads.
-Every text field is escaped for COPY's text format, so no value can end a
-field or a row early: backslash, tab, newline and carriage return become
-backslash escapes and NUL bytes (which PostgreSQL text cannot hold) are
-removed.
+COPY's binary format halved that CPU again against its text format: a
+float and a timestamp are packed as they are (``repr()`` of the latency and
+the timestamp's text were two thirds of a text line's cost), nothing needs
+escaping, and the server parses less. Text goes through as UTF-8 with NUL
+bytes removed (PostgreSQL text cannot hold them); metadata is JSON built
+with ``json``'s own string encoder, so no value can break a field or a row.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
+import struct
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import TYPE_CHECKING, Any
 
@@ -25,26 +27,33 @@ from .db import first_line
 if TYPE_CHECKING:
     import psycopg2.extensions
 
-COPY_SQL = "COPY metrics (timestamp, metric_type, metric_name, value, metadata) FROM STDIN"
+COPY_SQL = (
+    "COPY metrics (timestamp, metric_type, metric_name, value, metadata) "
+    "FROM STDIN WITH (FORMAT binary)"
+)
 NAME_MAX = 100  # metric_name is VARCHAR(100): longer names are cut, not rejected.
 UNMATCHED = "<unmatched>"
 
-_SPECIAL = re.compile(r"[\\\t\n\r\x00]")
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": None})
+# Binary COPY: a signature, flags and header-extension length, then per row
+# a field count and, per field, its length and bytes; -1 ends the data.
+HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+TRAILER = struct.pack(">h", -1)
+# timestamptz travels as microseconds since 2000-01-01 UTC.
+_EPOCH_2000 = 946_684_800.0
+# A row's fixed start: 5 fields, then the timestamp's length (8).
+_ROW_START = struct.pack(">hi", 5, 8)
+_FLOAT_LENGTH = struct.pack(">i", 8)
+_JSONB_VERSION = b"\x01"
+_TRACE_END = b'"}'
+_int32 = struct.Struct(">i").pack
+_general = struct.Struct(">6sq")  # row start + timestamp; the rest is joined
 # A JSON "\u0000" escape that is not itself an escaped backslash followed by
 # "u0000": jsonb refuses NUL, so it is removed like NUL in text fields.
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 _COPY_LINE = re.compile(r"COPY metrics, line (\d+)")
-# Per-writer caches of escaped names; routes are few, but record() names are
-# the caller's, so the caches are emptied past this size.
+# Per-writer caches of packed parts; routes are few, but record() names are
+# the caller's (and methods the client's), so the caches are emptied past this size.
 _CACHE_MAX = 4096
-
-
-def escape(text: str) -> str:
-    """Escape ``text`` as one field of COPY's text format."""
-    if _SPECIAL.search(text) is None:
-        return text
-    return text.translate(_ESCAPES)
 
 
 def _status_code(status: object) -> int:
@@ -57,8 +66,20 @@ def clean_name(name: str) -> str:
     return name.replace("\x00", "")[:NAME_MAX]
 
 
+def _text(value: str) -> bytes:
+    """One text field: its length, then its UTF-8 bytes (NUL removed)."""
+    data = value.replace("\x00", "").encode("utf-8")
+    return _int32(len(data)) + data
+
+
+def _jsonb(text: str) -> bytes:
+    """One jsonb field from JSON text (version 1: the text form)."""
+    data = _JSONB_VERSION + text.encode("utf-8")
+    return _int32(len(data)) + data
+
+
 class Formatter:
-    """Turns queued rows into COPY lines. One per writer thread.
+    """Turns queued rows into binary COPY tuples. One per writer thread.
 
     Two row shapes come off the queue: a request row
     ``(start, endpoint, latency_ms, method, status_code, trace_id)`` from the
@@ -68,106 +89,137 @@ class Formatter:
     """
 
     def __init__(self) -> None:
-        self._second = -1
-        self._second_text = ""
-        self._names: dict[str, str] = {}
-        self._api_meta: dict[tuple[str, str], tuple[str, str]] = {}
-        self._codes: dict[object, int] = {}
+        self._api: dict[tuple[Any, str, str], tuple[Any, bytes, bytes, bytes]] = {}
+        self._names: dict[str, bytes] = {}
 
-    def lines(self, rows: list[tuple[Any, ...]]) -> tuple[list[str], int, str | None]:
-        """Return the COPY lines, how many rows could not be formatted, and why."""
-        out: list[str] = []
+    def lines(self, rows: list[tuple[Any, ...]]) -> tuple[list[bytes], int, str | None]:
+        """Return one encoded tuple per row, how many rows could not be encoded, and why."""
+        out: list[bytes] = []
         bad = 0
         error = None
-        if max(len(self._names), len(self._api_meta), len(self._codes)) > _CACHE_MAX:
+        if len(self._api) > _CACHE_MAX or len(self._names) > _CACHE_MAX:
+            self._api.clear()
             self._names.clear()
-            self._api_meta.clear()
-            self._codes.clear()
-        api_line, general_line = self._api_line, self._general_line
+        append, api, cached, general = out.append, self._api_tuple, self._api.get, self._general
         for row in rows:
             try:
-                out.append(api_line(row) if len(row) == 6 else general_line(row))
+                if len(row) == 6:
+                    # The common case inline: a request row whose endpoint,
+                    # method and status were seen before, with a trace id
+                    # of ours (36 printable characters, no quote or backslash).
+                    start, endpoint, latency_ms, method, status, trace_id = row
+                    parts = cached((status, endpoint, method))
+                    if (
+                        parts is not None
+                        and len(trace_id) == 36
+                        and trace_id.isascii()
+                        and trace_id.isprintable()
+                        and '"' not in trace_id
+                        and "\\" not in trace_id
+                    ):
+                        pack, name, meta, _ = parts
+                        if latency_ms.__class__ is not float:
+                            latency_ms = float(latency_ms)
+                        append(
+                            pack(
+                                _ROW_START,
+                                int((start - _EPOCH_2000) * 1_000_000.0),
+                                name,
+                                latency_ms,
+                                meta,
+                                trace_id.encode(),
+                                _TRACE_END,
+                            )
+                        )
+                    else:
+                        append(api(row))
+                else:
+                    append(general(row))
             except Exception as exc:  # a bad row is counted, never fails its batch
                 bad += 1
                 error = f"unwritable row: {type(exc).__name__}: {exc}"
-        try:
-            "".join(out).encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate somewhere: find its row
-            good = []
-            for line in out:
-                try:
-                    line.encode("utf-8")
-                    good.append(line)
-                except UnicodeEncodeError as exc:
-                    bad += 1
-                    error = f"unwritable row: {exc}"
-            out = good
         return out, bad, error
 
-    def _timestamp(self, ts: float) -> str:
-        second = int(ts // 1)
-        if second != self._second:
-            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S.", time.gmtime(second))
-            self._second = second
-        # str() of 1xxxxxx sliced: the zero-padded microseconds without the
-        # cost of a format spec (":06d" took most of a row's formatting time).
-        return f"{self._second_text}{str(int((ts - second) * 1_000_000) + 1_000_000)[1:]}+00"
+    def _api_parts(
+        self, status: Any, endpoint: str, method: str
+    ) -> tuple[Any, bytes, bytes, bytes]:
+        """Packed parts of a (status, endpoint, method): cached, built once."""
+        code = _status_code(status)
+        # Everything between the timestamp and the latency: metric_type,
+        # metric_name, the latency's length.
+        name = _text("api") + self._name(endpoint) + _FLOAT_LENGTH
+        prefix = (
+            f'{{"endpoint": {_json_str(endpoint.replace(chr(0), ""))}, '
+            f'"method": {_json_str(method.replace(chr(0), ""))}, "status_code": {code}, '
+            '"trace_id": "'
+        ).encode()
+        # The metadata field up to the trace id, its length counting a
+        # 36-character id and the closing quote and brace.
+        meta = _int32(len(_JSONB_VERSION) + len(prefix) + 36 + 2) + _JSONB_VERSION + prefix
+        pack = struct.Struct(f">6sq{len(name)}sd{len(meta)}s36s2s").pack
+        parts = self._api[(status, endpoint, method)] = (pack, name, meta, prefix)
+        return parts
 
-    def _name(self, name: str) -> str:
-        text = self._names.get(name)
-        if text is None:
-            text = self._names[name] = escape(clean_name(name))
-        return text
-
-    def _api_line(self, row: tuple[Any, ...]) -> str:
-        start, endpoint, latency_ms, method, status_code, trace_id = row
-        cached = self._api_meta.get((endpoint, method))
-        if cached is None:
-            cached = self._api_meta[(endpoint, method)] = (
-                self._name(endpoint),
-                escape(
-                    f'{{"endpoint": {_json_str(endpoint.replace(chr(0), ""))}, '
-                    f'"method": {_json_str(method.replace(chr(0), ""))}, "status_code": '
-                ),
-            )
-        name, meta = cached
-        # "200 OK", 200 or HTTPStatus.OK, whatever the framework holds: an int
-        # by a dict lookup, so its str() is safe in the line.
-        code = self._codes.get(status_code)
-        if code is None:
-            code = self._codes[status_code] = _status_code(status_code)
-        # Exact type checked, not trusted: its repr() goes into the line.
-        if latency_ms.__class__ is not float:
-            latency_ms = float(latency_ms)
-        # Ours are UUIDs; anything else a caller passes is escaped like the rest.
-        if not trace_id.isprintable() or '"' in trace_id or "\\" in trace_id:
-            trace_id = escape(_json_str(trace_id)[1:-1])
-        if start // 1 != self._second:
-            self._timestamp(start)
+    def _api_tuple(self, row: tuple[Any, ...]) -> bytes:
+        """A request row the inline path did not take: first of its kind, or an odd trace id."""
+        start, endpoint, latency_ms, method, status, trace_id = row
+        parts = self._api.get((status, endpoint, method))
+        if parts is None:
+            parts = self._api_parts(status, endpoint, method)
+        pack, name, _, prefix = parts
+        latency_ms = float(latency_ms)
+        stamp = int((start - _EPOCH_2000) * 1_000_000.0)
+        trace = trace_id.replace("\x00", "")
+        if (
+            len(trace) == 36
+            and trace.isascii()
+            and trace.isprintable()
+            and '"' not in trace
+            and "\\" not in trace
+        ):
+            return pack(_ROW_START, stamp, name, latency_ms, parts[2], trace.encode(), _TRACE_END)
+        # Anything a caller passed that is not one of our ids: JSON-escaped.
+        meta = prefix + _json_str(trace)[1:].encode() + b"}"
         return (
-            f"{self._second_text}{str(int((start - self._second) * 1_000_000) + 1_000_000)[1:]}"
-            f"+00\tapi\t{name}\t{latency_ms!r}\t{meta}{code}, "
-            f'"trace_id": "{trace_id}"}}\n'
+            _general.pack(_ROW_START, stamp)
+            + name
+            + struct.pack(">d", latency_ms)
+            + _int32(len(meta) + 1)
+            + _JSONB_VERSION
+            + meta
         )
 
-    def _general_line(self, row: tuple[Any, ...]) -> str:
+    def _name(self, name: str) -> bytes:
+        data = self._names.get(name)
+        if data is None:
+            data = self._names[name] = _text(clean_name(name))
+        return data
+
+    def _general(self, row: tuple[Any, ...]) -> bytes:
         ts, metric_type, metric_name, value, metadata = row
         meta = "{}"
         if metadata:
             meta = json.dumps(metadata, default=str, separators=(",", ":"))
             if "\\u0000" in meta:
                 meta = _JSON_NUL.sub(r"\1", meta)
-            meta = escape(meta)
-        return (
-            f"{self._timestamp(ts)}\t{escape(metric_type.replace(chr(0), ''))}\t"
-            f"{self._name(metric_name)}\t{float(value)!r}\t{meta}\n"
+        # Floor, not truncation: a timestamp before 2000 stays in its microsecond.
+        stamp = int((ts - _EPOCH_2000) * 1_000_000.0 // 1)
+        return b"".join(
+            (
+                _general.pack(_ROW_START, stamp),
+                _text(metric_type),
+                self._name(metric_name),
+                _FLOAT_LENGTH,
+                struct.pack(">d", float(value)),
+                _jsonb(meta),
+            )
         )
 
 
 class Interrupted(Exception):
     """The connection failed during a batch: what is left to write, and the cause."""
 
-    def __init__(self, remaining: list[str], written: int, rejected: int, cause: BaseException):
+    def __init__(self, remaining: list[bytes], written: int, rejected: int, cause: BaseException):
         super().__init__(str(cause))
         self.remaining = remaining
         self.written = written
@@ -175,10 +227,10 @@ class Interrupted(Exception):
         self.cause = cause
 
 
-def _copy(conn: psycopg2.extensions.connection, lines: list[str]) -> None:
+def _copy(conn: psycopg2.extensions.connection, lines: list[bytes]) -> None:
     # The connection is in autocommit: the COPY commits by itself, so a
     # batch is one round trip (no BEGIN, no COMMIT).
-    data = "".join(lines).encode("utf-8")
+    data = b"".join((HEADER, *lines, TRAILER))
     # One read of the whole batch: psycopg2 releases and retakes the GIL
     # around each chunk it sends, and while request threads are busy each
     # retake can wait a full switch interval (5 ms); 8 KiB chunks made that
@@ -198,7 +250,7 @@ def _bad_line(exc: psycopg2.Error, size: int) -> int | None:
 
 
 def write_lines(
-    conn: psycopg2.extensions.connection, lines: list[str]
+    conn: psycopg2.extensions.connection, lines: list[bytes]
 ) -> tuple[int, int, str | None]:
     """COPY ``lines``; return (rows written, rows rejected, first rejection message).
 
@@ -229,7 +281,7 @@ def write_lines(
     return written, rejected, error
 
 
-def _split(chunk: list[str], bad: int | None) -> tuple[int, list[list[str]]]:
+def _split(chunk: list[bytes], bad: int | None) -> tuple[int, list[list[bytes]]]:
     if bad is not None:
         return 1, [chunk[:bad], chunk[bad + 1 :]]
     if len(chunk) == 1:

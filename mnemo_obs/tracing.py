@@ -20,9 +20,6 @@ TRACE_ENVIRON_KEY = "HTTP_X_TRACE_ID"
 
 _current: ContextVar[str | None] = ContextVar("mnemo_obs_trace_id", default=None)
 
-# The variant nibble (RFC 4122: binary 10xx) from any random hex digit.
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-
 # Canonical 8-4-4-4-12 form only, any version, either case; fullmatch, so a
 # trailing newline (which "$" would let through) is refused.
 _UUID_RE = re.compile(
@@ -33,21 +30,61 @@ _UUID_RE = re.compile(
 # Trace ids need to be unique, not secret: like OpenTelemetry's id generator,
 # a PRNG (seeded from os.urandom) rather than a syscall per id, which cost
 # about twice as much (os.urandom(16) alone was 0.56 us of 1.15). Our own
-# instance, so an app's random.seed() cannot make ids repeat, reseeded in
-# a forked child so workers do not share a sequence.
+# instance, so an app's random.seed() cannot make ids repeat.
 _random = random.Random()
 _getrandbits = _random.getrandbits
-os.register_at_fork(after_in_child=_random.seed)
+
+# Ids are made 256 at a time, formatted by a few C-level passes over one
+# buffer, and handed out by list.pop() (atomic: no lock): about 0.17 us an
+# id, where formatting one id at a time in Python cost 0.7 us, most of a
+# request's trace id work.
+_BATCH = 256
+_pool: list[str] = []
+_pop = _pool.pop
+# Any hex digit -> the RFC 4122 variant digit (binary 10xx) with its low bits.
+_VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
+
+
+def _after_fork_in_child() -> None:
+    # A forked worker must not hand out the parent's pooled ids, nor
+    # continue its sequence.
+    _pool.clear()
+    _random.seed()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _fresh_ids(count: int) -> list[str]:
+    """``count`` random version-4 UUID strings."""
+    # 16 random bytes an id, hex in groups of 4 digits: "xxxx-" x 8 an id.
+    text = bytearray(_getrandbits(128 * count).to_bytes(16 * count, "big").hex("-", 2).encode())
+    text.append(0x2D)
+    # Each id's 40 characters to "8-4-4-4-12\n": its last hyphen becomes the
+    # line end, three hyphens go (right to left, so offsets stay put).
+    text[39::40] = b"\n" * count
+    del text[34::40]
+    del text[29::39]
+    del text[4::38]
+    text[14::37] = b"4" * count  # the version digit
+    text[19::37] = text[19::37].translate(_VARIANT)
+    del text[-1]
+    return text.decode().split("\n")
 
 
 def new_trace_id() -> str:
     """Return a fresh random version-4 UUID as a lower-case string.
 
-    Formats 128 random bits directly: a third of the cost of
-    ``str(uuid.uuid4())``, which reads ``os.urandom`` and builds an object.
+    A third of the cost of ``str(uuid.uuid4())``, which reads ``os.urandom``
+    and builds an object per id; ids come from a pool refilled in batches.
     """
-    h = _getrandbits(128).to_bytes(16, "big").hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    try:
+        return _pop()
+    except IndexError:
+        ids = _fresh_ids(_BATCH)
+        trace_id = ids.pop()
+        _pool.extend(ids)
+        return trace_id
 
 
 def valid_trace_id(value: str | None) -> str | None:
