@@ -6,6 +6,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import psycopg2
+
 
 @dataclass
 class Context:
@@ -13,6 +15,16 @@ class Context:
 
     quick: bool
     dsn: str  # a database with the metrics table; sections may TRUNCATE it
+
+
+def truncate_metrics(dsn: str) -> None:
+    """Empty the ``metrics`` table of the bench database."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("TRUNCATE metrics")
+    finally:
+        conn.close()
 
 
 def interleave(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:

@@ -21,7 +21,7 @@ from mnemo_obs.collectors import ApiCollector, MetricsCollector
 from mnemo_obs.collectors.api import QUERY
 from mnemo_obs.resources import SummaryResource
 
-from ._common import Context, interleave, spread, table
+from ._common import Context, interleave, spread, table, truncate_metrics
 
 SIZES = (10_000, 100_000, 1_000_000)
 TARGET_MS = 100.0  # at 100k rows in the window
@@ -93,12 +93,7 @@ def run(ctx: Context) -> str:
     """Measure, and return the markdown section."""
     sizes = SIZES[:1] if ctx.quick else SIZES
     repeats = 5 if ctx.quick else 11
-    conn = psycopg2.connect(ctx.dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE metrics")
-    finally:
-        conn.close()
+    truncate_metrics(ctx.dsn)
 
     api = ApiCollector(ctx.dsn)
     # cache_ttl=0: every request collects, as the first one after the TTL does.

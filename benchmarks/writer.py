@@ -30,7 +30,7 @@ from mnemo_obs import MetricsWriter
 from mnemo_obs._copy import COPY_SQL, HEADER, TRAILER, Formatter
 from mnemo_obs.tracing import new_trace_id
 
-from ._common import Context, interleave, spread, table
+from ._common import Context, interleave, spread, table, truncate_metrics
 
 BATCH = 500
 ROUTES = [f"/api/v1/resource{i}/{{item_id}}" for i in range(20)]
@@ -82,7 +82,7 @@ def _baseline(
     dsn: str, rows: list[tuple[Any, ...]], write: Callable[..., None]
 ) -> Callable[[], float]:
     def run() -> float:
-        _truncate(dsn)
+        truncate_metrics(dsn)
         conn = psycopg2.connect(dsn)
         try:
             started, cpu = time.perf_counter(), time.process_time()
@@ -137,7 +137,7 @@ def _copy_ceiling(dsn: str, rows: list[tuple[Any, ...]]) -> Callable[[], float]:
 
 def _ours(dsn: str, rows: list[tuple[Any, ...]], writers: int) -> Callable[[], float]:
     def run() -> float:
-        _truncate(dsn)
+        truncate_metrics(dsn)
         writer = MetricsWriter(dsn, writers=writers, max_queue=len(rows) + 1)
         try:
             writer.record("api", "warm-up", 0.0)  # start the threads and connect, untimed
@@ -169,15 +169,6 @@ def _figures(count: int, started: float, cpu: float) -> float:
     return count / elapsed
 
 
-def _truncate(dsn: str) -> None:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE metrics")
-    finally:
-        conn.close()
-
-
 def run(ctx: Context) -> str:
     count = 5_000 if ctx.quick else 50_000
     repeats = 1 if ctx.quick else 3
@@ -202,7 +193,7 @@ def run(ctx: Context) -> str:
         return measured
 
     results = interleave({name: with_cpu(name, fn) for name, fn in plain.items()}, repeats)
-    _truncate(ctx.dsn)
+    truncate_metrics(ctx.dsn)
     copy = statistics.median(results["COPY text (copy_expert, json.dumps per row)"])
     body = [
         [

@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ._copy import UNMATCHED as UNMATCHED
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .writer import MetricsWriter
 
 log = logging.getLogger("mnemo_obs.middleware")
 
@@ -60,3 +64,24 @@ class FailureCounter:
     def counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+
+class Recorder:
+    """What both middlewares share: the writer's hand-off, the skip list, the failure count."""
+
+    def __init__(
+        self, writer: MetricsWriter, skip_paths: Iterable[str], skip_prefixes: Iterable[str]
+    ) -> None:
+        submit = getattr(writer, "submit_request", None)
+        if not callable(submit):
+            raise TypeError(f"writer must be a MetricsWriter, not {writer!r}")
+        self.writer = writer
+        self._submit = submit
+        self._skip_paths = frozenset(paths("skip_paths", skip_paths))
+        self._skip_prefixes = paths("skip_prefixes", skip_prefixes)
+        self._failed = FailureCounter()
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """Our own exceptions caught on the request path, counted by kind."""
+        return self._failed.counts()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._guard import EXPOSE_HEADER, METHOD_MAX, UNMATCHED, FailureCounter, paths
+from ._guard import EXPOSE_HEADER, METHOD_MAX, UNMATCHED, Recorder
 from .tracing import TRACE_ENVIRON_KEY, TRACE_HEADER, _current, new_trace_id, valid_trace_id
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ _perf_counter = time.perf_counter
 _time = time.time
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(Recorder):
     """Time each request, give it a trace id, and queue one ``api`` row for it.
 
     The trace id is the incoming ``X-Trace-ID`` if it is a well-formed UUID
@@ -53,19 +53,7 @@ class MetricsMiddleware:
         skip_paths: Iterable[str] = ("/health", "/metrics"),
         skip_prefixes: Iterable[str] = (),
     ) -> None:
-        submit = getattr(writer, "submit_request", None)
-        if not callable(submit):
-            raise TypeError(f"writer must be a MetricsWriter, not {writer!r}")
-        self.writer = writer
-        self._submit = submit
-        self._skip_paths = frozenset(paths("skip_paths", skip_paths))
-        self._skip_prefixes = paths("skip_prefixes", skip_prefixes)
-        self._failed = FailureCounter()
-
-    @property
-    def failures(self) -> dict[str, int]:
-        """Our own exceptions caught on the request path, counted by kind."""
-        return self._failed.counts()
+        super().__init__(writer, skip_paths, skip_prefixes)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._guard import EXPOSE_HEADER, METHOD_MAX, UNMATCHED, FailureCounter, expose, paths
+from ._guard import EXPOSE_HEADER, METHOD_MAX, UNMATCHED, Recorder, expose
 from .tracing import TRACE_ENVIRON_KEY, TRACE_HEADER, _current, new_trace_id, valid_trace_id
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ _perf_counter = time.perf_counter
 _time = time.time
 
 
-class MetricsWSGIMiddleware:
+class MetricsWSGIMiddleware(Recorder):
     """Wrap a WSGI app: time each request, give it a trace id, queue one ``api`` row.
 
     The trace id follows the same rules as :class:`~mnemo_obs.MetricsMiddleware`
@@ -52,23 +52,11 @@ class MetricsWSGIMiddleware:
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, not {app!r}")
-        submit = getattr(writer, "submit_request", None)
-        if not callable(submit):
-            raise TypeError(f"writer must be a MetricsWriter, not {writer!r}")
         if endpoint_of is not None and not callable(endpoint_of):
             raise TypeError(f"endpoint_of must be callable or None, not {endpoint_of!r}")
+        super().__init__(writer, skip_paths, skip_prefixes)
         self.app = app
-        self.writer = writer
-        self._submit = submit
         self._endpoint_of = endpoint_of
-        self._skip_paths = frozenset(paths("skip_paths", skip_paths))
-        self._skip_prefixes = paths("skip_prefixes", skip_prefixes)
-        self._failed = FailureCounter()
-
-    @property
-    def failures(self) -> dict[str, int]:
-        """Our own exceptions caught on the request path, counted by kind."""
-        return self._failed.counts()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = environ.get("PATH_INFO", "")

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import psycopg2
 import pytest
 import redis
 
 from mnemo_obs import apply_schema
 
 from .recording import make_writer  # noqa: F401  (a fixture for the recording tests)
-from .servers import ExistingPostgres, OwnedPostgres, RedisServer
+from .servers import ExistingPostgres, OwnedPostgres, RedisServer, truncate_metrics
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -51,12 +50,7 @@ def pg_server() -> Iterator[OwnedPostgres | ExistingPostgres]:
 @pytest.fixture
 def dsn(pg_server: OwnedPostgres | ExistingPostgres) -> str:
     """DSN of a database whose ``metrics`` table is empty when the test starts."""
-    conn = psycopg2.connect(pg_server.dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE metrics")
-    finally:
-        conn.close()
+    truncate_metrics(pg_server.dsn)
     return pg_server.dsn
 
 

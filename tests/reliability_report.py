@@ -12,21 +12,10 @@ import json
 import sys
 from typing import Any
 
-import psycopg2
-
 from mnemo_obs import apply_schema
 
 from . import reliability_scenarios as scenarios
-from .servers import OwnedPostgres, RedisServer
-
-
-def _truncate(dsn: str) -> None:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE metrics")
-    finally:
-        conn.close()
+from .servers import OwnedPostgres, RedisServer, truncate_metrics
 
 
 def _row(name: str, f: dict[str, Any], fault: str, recovery: str) -> str:
@@ -60,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             ("sigterm", lambda: scenarios.sigterm_under_load(pg.dsn)),
         ]
         for name, run in runs:
-            _truncate(pg.dsn)
+            truncate_metrics(pg.dsn)
             print(f"running {name}...", file=sys.stderr, flush=True)
             figures[name] = run()
     finally:

@@ -16,6 +16,16 @@ import redis
 from mnemo_obs import embedded
 
 
+def truncate_metrics(dsn: str) -> None:
+    """Empty the ``metrics`` table of the database ``dsn`` names."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("TRUNCATE metrics")
+    finally:
+        conn.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

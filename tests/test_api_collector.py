@@ -16,6 +16,8 @@ from mnemo_obs.collectors import ApiCollector, PgConnections
 from mnemo_obs.collectors.api import QUERY
 from mnemo_obs.errors import DatabaseError
 
+from .servers import truncate_metrics
+
 
 def percentile_cont(values: Sequence[float], fraction: float) -> float:
     """PostgreSQL's percentile_cont: linear interpolation between the closest ranks."""
@@ -134,12 +136,7 @@ def test_bad_period_is_refused(collector: ApiCollector, bad: object) -> None:
 def test_matches_python_reference_for_any_rows(
     dsn: str, collector: ApiCollector, rows: list[tuple[float, int]]
 ) -> None:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE metrics")
-    finally:
-        conn.close()
+    truncate_metrics(dsn)
     insert(dsn, [(value, status, 1.0) for value, status in rows])
     result = collector.collect()
     values = [value for value, _ in rows]
