@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
+import signal
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,9 @@ from mnemo_obs import MetricsWriter
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+# Bound on every wait; only reached when something is broken.
+TIMEOUT = 30.0
 
 # Fast enough that outage tests take well under a second to notice recovery.
 FAST_RETRY = {"retry_initial": 0.02, "retry_max": 0.1}
@@ -56,3 +62,25 @@ def make_writer() -> Iterator[Any]:
     yield make
     for writer in made:
         writer.close(timeout=5)
+
+
+def wait_until(what: str, predicate: Callable[[], object], timeout: float = TIMEOUT) -> None:
+    """Poll ``predicate`` until it is true; fail the test, naming ``what``, after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def wait_child(pid: int, timeout: float = TIMEOUT) -> int:
+    """The exit code of a forked child; killed (and the test failed) past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not finish")
+        time.sleep(0.02)

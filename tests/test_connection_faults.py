@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from typing import Any
 
 import psycopg2
@@ -15,17 +14,8 @@ from mnemo_obs import db
 from mnemo_obs.collectors import PgConnections
 from mnemo_obs.collectors._cache import SingleFlightCache
 
-from .recording import FAST_RETRY, fetch
+from .recording import FAST_RETRY, TIMEOUT, fetch, wait_child, wait_until
 from .test_writer import writer_threads
-
-TIMEOUT = 30.0  # bound on every wait; only reached when something is broken
-
-
-def wait_until(what: str, predicate: Any, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def backend_pid(dsn: str, application_name: str) -> int:
@@ -40,20 +30,6 @@ def backend_pid(dsn: str, application_name: str) -> int:
             return pid
     finally:
         conn.close()
-
-
-def wait_child(pid: int, timeout: float = TIMEOUT) -> int:
-    """The exit code of a forked child; killed (and the test failed) past ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child did not finish")
-        time.sleep(0.02)
 
 
 def with_params(dsn: str, **params: str) -> str:

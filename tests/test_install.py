@@ -192,7 +192,8 @@ def test_refusals_leave_the_app_untouched(
 def test_retention_days_purges_in_the_background_until_close(
     dsn: str, installed: Callable[..., tuple[falcon.App, Installation]]
 ) -> None:
-    from .test_retention import ids_left, insert_aged, wait_until
+    from .recording import wait_until
+    from .test_retention import ids_left, insert_aged
 
     insert_aged(dsn, [3, 5, 40])
     fresh = insert_aged(dsn, [0.5])
@@ -201,7 +202,7 @@ def test_retention_days_purges_in_the_background_until_close(
     )
     scheduler = handle.retention
     assert scheduler is not None
-    assert wait_until(lambda: scheduler.last_deleted is not None or scheduler.last_error)
+    wait_until("a purge", lambda: scheduler.last_deleted is not None or scheduler.last_error)
     assert (scheduler.runs, scheduler.last_deleted, scheduler.last_error) == (1, 3, None)
     assert ids_left(dsn) == set(fresh)
     assert "mnemo_obs.retention" in [t.name for t in threading.enumerate()]

@@ -6,7 +6,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg2
@@ -15,9 +15,8 @@ import pytest
 from mnemo_obs import ConfigurationError, DatabaseError, retention
 from mnemo_obs.retention import RetentionScheduler, purge
 
+from .recording import TIMEOUT, wait_until
 from .servers import free_port
-
-TIMEOUT = 30.0  # bound on every wait; never reached unless something is broken
 
 
 @contextmanager
@@ -46,15 +45,6 @@ def ids_left(dsn: str) -> set[str]:
     with connection(dsn) as conn, conn, conn.cursor() as cur:
         cur.execute("SELECT id::text FROM metrics")
         return {row[0] for row in cur.fetchall()}
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 OLD_AGES = [30.01, 30.5, 31, 45, 60, 90, 365] * 4  # 28 rows
@@ -269,7 +259,7 @@ def test_scheduler_runs_purge_then_stops(dsn: str) -> None:
     try:
         names = {t.name: t for t in threading.enumerate()}
         assert "mnemo_obs.retention" in names and names["mnemo_obs.retention"].daemon
-        assert wait_until(lambda: scheduler.last_deleted is not None)
+        wait_until("a first purge", lambda: scheduler.last_deleted is not None)
         assert scheduler.last_deleted == len(OLD_AGES)
         assert scheduler.runs == 1 and scheduler.last_error is None
         assert ids_left(dsn) == set(recent)
@@ -283,9 +273,9 @@ def test_scheduler_repeats_every_interval(dsn: str) -> None:
     scheduler = RetentionScheduler(dsn=dsn, first_delay=0, interval=0.01, jitter=0)
     scheduler.start()
     try:
-        assert wait_until(lambda: scheduler.runs >= 3)
+        wait_until("three purges", lambda: scheduler.runs >= 3)
         insert_aged(dsn, [40])
-        assert wait_until(lambda: not ids_left(dsn))
+        wait_until("every old row deleted", lambda: not ids_left(dsn))
     finally:
         assert scheduler.stop(timeout=TIMEOUT)
 
@@ -300,7 +290,7 @@ def test_scheduler_logs_errors_and_keeps_going(caplog: pytest.LogCaptureFixture)
     )
     scheduler.start()
     try:
-        assert wait_until(lambda: scheduler.runs >= 2)
+        wait_until("two purges", lambda: scheduler.runs >= 2)
         assert scheduler._thread is not None and scheduler._thread.is_alive()
     finally:
         assert scheduler.stop(timeout=TIMEOUT)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from mnemo_obs import ConfigurationError, MetricsWriter
 
-from .recording import FAST_RETRY, fetch
+from .recording import FAST_RETRY, fetch, wait_child
 from .servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,17 +260,7 @@ def test_a_forked_child_writes_its_own_rows(dsn: str, make_writer: Any) -> None:
             code = 0 if ok and writer.stats()["written"] == 50 else 3
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 60
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child did not finish")
-        time.sleep(0.02)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid, timeout=60) == 0
     writer.record("system", "parent-after", 3.0)
     assert writer.flush(timeout=10)
     names = [r["metric_name"] for r in fetch(dsn)]
