@@ -7,9 +7,12 @@ same timeouts and the same readable errors.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 from .errors import ConfigurationError, DatabaseError
@@ -47,8 +50,65 @@ def resolve_dsn(dsn: str | None) -> str:
     try:
         psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError as exc:
-        raise ConfigurationError(f"invalid DSN {dsn!r}: {first_line(exc)}") from None
+        raise ConfigurationError(
+            f"invalid DSN {mask(dsn)!r}: {redact(first_line(exc), dsn)}"
+        ) from None
     return dsn
+
+
+# A password in a URL (scheme://user:secret@host, up to the last "@" of the
+# word), in a URL query (?password=secret) or in a key/value DSN
+# (password=secret or password='se cret').
+_URL_SECRET = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)([^\s]*)@")
+_QUERY_SECRET = re.compile(r"([?&]password=)([^&#\s]*)", re.IGNORECASE)
+_KV_SECRET = re.compile(r"((?<![?&\w])password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]*)", re.IGNORECASE)
+MASK = "***"
+
+
+def mask(text: str) -> str:
+    """``text`` with every password in a DSN or URL it holds replaced by ``***``."""
+    text = _URL_SECRET.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    text = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    return _KV_SECRET.sub(lambda m: f"{m.group(1)}{MASK}", text)
+
+
+def _secrets(source: str) -> set[str]:
+    """The passwords ``source`` (a DSN or URL, parseable or not) carries, and their words."""
+    found = {m.group(2) for m in _URL_SECRET.finditer(source)}
+    found |= {m.group(2) for m in _QUERY_SECRET.finditer(source)}
+    found |= {m.group(2).strip("'") for m in _KV_SECRET.finditer(source)}
+    with contextlib.suppress(psycopg2.Error):
+        found.add(psycopg2.extensions.parse_dsn(source).get("password", ""))
+    # libpq quotes fragments of a DSN it cannot parse, such as one word of
+    # a quoted password: mask each word too.
+    words = {word for secret in found for word in secret.split() if len(word) >= 3}
+    return {secret for secret in found | words if secret}
+
+
+def redact(text: str, *sources: str | None) -> str:
+    """``text`` with passwords masked: any DSN or URL in it, and those of ``sources``.
+
+    For messages built from an error about a DSN or Redis URL: the error may
+    quote the password, or part of it.
+    """
+    text = mask(text)
+    for secret in sorted(
+        {s for source in sources if source for s in _secrets(source)}, key=len, reverse=True
+    ):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def explain(exc: BaseException, dsn: str | None = None) -> str:
+    """One line for a PostgreSQL error: masked, with what to do when we know it."""
+    if isinstance(exc, psycopg2.errors.UndefinedTable) and "metrics" in str(exc):
+        return MISSING_TABLE
+    return redact(first_line(exc), dsn)
+
+
+MISSING_TABLE = (
+    'the "metrics" table does not exist: run `mnemo-obs migrate`, or pass create_schema=True'
+)
 
 
 def describe(dsn: str) -> str:
@@ -102,5 +162,5 @@ def connect(
         return psycopg2.connect(dsn, **extra)
     except psycopg2.Error as exc:
         raise DatabaseError(
-            f"cannot connect to PostgreSQL at {describe(dsn)}: {first_line(exc)}"
+            f"cannot connect to PostgreSQL at {describe(dsn)}: {explain(exc, dsn)}"
         ) from exc

@@ -55,7 +55,7 @@ def apply_schema(dsn: str | None = None) -> list[str]:
                 cur.execute(sql)
     except psycopg2.Error as exc:
         raise DatabaseError(
-            f"migration failed on {db.describe(dsn)}: {db.first_line(exc)}"
+            f"migration failed on {db.describe(dsn)}: {db.explain(exc, dsn)}"
         ) from exc
     finally:
         conn.close()

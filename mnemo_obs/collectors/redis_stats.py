@@ -11,6 +11,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .. import db
 from ..errors import ConfigurationError
 from ._base import MB, percent, rounded
 
@@ -51,6 +52,7 @@ class RedisCollector:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._owned = False
+        self._url: str | None = None  # masked out of error messages
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = TIMEOUT) -> RedisCollector:
@@ -68,9 +70,12 @@ class RedisCollector:
                 client_name="mnemo_obs.collector",
             )
         except ValueError as exc:
-            raise ConfigurationError(f"invalid Redis URL {url!r}: {exc}") from None
+            raise ConfigurationError(
+                f"invalid Redis URL {db.mask(url)!r}: {db.redact(str(exc), url)}"
+            ) from None
         collector = cls(client)
         collector._owned = True
+        collector._url = url
         return collector
 
     @staticmethod
@@ -86,7 +91,7 @@ class RedisCollector:
         try:
             info = self._client.info()
         except (redis.RedisError, OSError) as exc:
-            return self.unavailable(str(exc) or type(exc).__name__)
+            return self.unavailable(db.redact(str(exc) or type(exc).__name__, self._url))
         used = int(info.get("used_memory", 0))
         maxmemory = int(info.get("maxmemory", 0))
         if maxmemory > 0:
