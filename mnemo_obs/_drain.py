@@ -17,7 +17,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from . import db
+from . import db, schema
 from ._copy import Formatter, Interrupted, write_lines
 from .errors import DatabaseError
 
@@ -31,6 +31,7 @@ class DrainThreads:
     _application_name: str
     _statement_timeout_ms: int
     _batch_size: int
+    _wake_at: int
     _flush_interval: float
     _retry_initial: float
     _retry_max: float
@@ -40,6 +41,9 @@ class DrainThreads:
     _settled: threading.Condition
     _wake: threading.Event
     _abandon: threading.Event
+    _abandoned: set[int]
+    _create_schema: bool
+    _schema_ready: bool
     _taken: int
     _in_flight: dict[int, int]
     _flush_waiters: int
@@ -49,6 +53,7 @@ class DrainThreads:
     _dropped_retries: int
     _batches: int
     _last_error: str | None
+    _last_error_at: float | None
     _last_write_at: float | None
 
     def _take(self) -> tuple[int, list[tuple[Any, ...]]] | None:
@@ -61,7 +66,7 @@ class DrainThreads:
                 queue = self._queue
                 size = len(queue)
                 if size and (
-                    size >= self._batch_size or timed_out or self._flush_waiters or self._stopping
+                    size >= self._wake_at or timed_out or self._flush_waiters or self._stopping
                 ):
                     # Only writer threads pop, and they hold the lock: the rows are there.
                     batch = [queue.popleft() for _ in range(min(size, self._batch_size))]
@@ -86,21 +91,24 @@ class DrainThreads:
                 try:
                     lines, unformattable, error = formatter.lines(rows)
                     if unformattable:
-                        self._count(rejected=unformattable, error=error)
+                        self._count(start, rejected=unformattable, error=error)
                         log.warning("rejected %d of %d rows: %s", unformattable, len(rows), error)
-                    conn = self._deliver(conn, lines)
+                    conn = self._deliver(conn, start, lines)
                 except Exception as exc:  # never let the loop die; a bug costs its batch
                     log.exception("mnemo_obs writer: unexpected error, %d rows lost", len(rows))
-                    self._count(dropped=len(rows), error=f"{type(exc).__name__}: {exc}")
+                    self._count(start, error=f"{type(exc).__name__}: {exc}")
                 finally:
                     with self._lock:
-                        del self._in_flight[start]
+                        # Whatever this batch did not account for is dropped (a bug's batch).
+                        left = self._in_flight.pop(start)
+                        self._dropped_retries += left
+                        self._abandoned.discard(start)
                         self._settled.notify_all()
         finally:
             if conn is not None:
                 _close_quietly(conn)
 
-    def _deliver(self, conn: Any, lines: list[str]) -> Any:
+    def _deliver(self, conn: Any, start: int, lines: list[bytes]) -> Any:
         """Write ``lines``, reconnecting and backing off until done or given up."""
         failures = 0
         while lines:
@@ -109,34 +117,38 @@ class DrainThreads:
                     conn = self._connect()
                 written, rejected, error = write_lines(conn, lines)
             except Interrupted as exc:
-                self._count(written=exc.written, rejected=exc.rejected)
-                lines, cause = exc.remaining, db.first_line(exc.cause)
+                self._count(start, written=exc.written, rejected=exc.rejected)
+                lines, cause = exc.remaining, db.explain(exc.cause, self._dsn)
                 conn = _close_quietly(conn)
             except DatabaseError as exc:  # connect() failed
                 cause = str(exc)
                 conn = _close_quietly(conn)
             else:
-                self._count(written=written, rejected=rejected, error=error, batch=True)
+                self._count(start, written=written, rejected=rejected, error=error, batch=True)
                 if rejected:
                     log.warning("rejected %d of %d rows: %s", rejected, len(lines), error)
                 if failures:
                     log.info("writing again after %d failed attempts", failures)
                 return conn
             failures += 1
-            self._count(error=cause)
+            self._count(start, error=cause)
             if failures == 1:
                 log.warning("cannot write %d rows, will retry: %s", len(lines), cause)
             if self._max_retries is not None and failures > self._max_retries:
                 log.error("dropping %d rows after %d failed attempts", len(lines), failures)
-                self._count(dropped=len(lines))
+                self._count(start, dropped=len(lines))
                 return conn
             delay = min(self._retry_initial * 2 ** (failures - 1), self._retry_max)
             if self._abandon.wait(delay):
-                self._count(dropped=len(lines))
+                self._count(start, dropped=len(lines))
                 return conn
         return conn
 
     def _connect(self) -> Any:
+        if not self._schema_ready:
+            # create_schema=True: idempotent, under the migration's advisory lock.
+            schema.apply_schema(self._dsn)
+            self._schema_ready = True
         conn = db.connect(
             self._dsn, application_name=self._application_name, client_encoding="UTF8"
         )
@@ -150,11 +162,14 @@ class DrainThreads:
                     cur.execute("SET statement_timeout = %s", (self._statement_timeout_ms,))
             except psycopg2.Error as exc:
                 _close_quietly(conn)
-                raise DatabaseError(f"setting statement_timeout: {db.first_line(exc)}") from exc
+                raise DatabaseError(
+                    f"setting statement_timeout: {db.explain(exc, self._dsn)}"
+                ) from exc
         return conn
 
     def _count(
         self,
+        start: int,
         *,
         written: int = 0,
         rejected: int = 0,
@@ -162,15 +177,24 @@ class DrainThreads:
         error: str | None = None,
         batch: bool = False,
     ) -> None:
+        """Move rows of the batch taken at ``start`` from in flight to where they ended."""
+        now = time.time()
         with self._lock:
+            if start in self._abandoned:
+                # close() already counted this batch as dropped: a write that
+                # returned after all moves its rows from there.
+                self._dropped_retries -= written + rejected
+            else:
+                self._in_flight[start] -= written + rejected + dropped
+                self._dropped_retries += dropped
             self._written += written
             self._rejected += rejected
-            self._dropped_retries += dropped
             if batch and written:
                 self._batches += 1
-                self._last_write_at = time.time()
+                self._last_write_at = now
             if error is not None:
                 self._last_error = error
+                self._last_error_at = now
 
 
 def _close_quietly(conn: Any) -> None:

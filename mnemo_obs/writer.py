@@ -2,15 +2,22 @@
 
 The request path appends a tuple to a ``collections.deque`` after a length
 check: no lock, no I/O, no JSON. The writer threads sleep on an Event that
-a producer sets only when the queue crosses ``batch_size`` rows (or a
+a producer sets only when the queue reaches the wake-up depth (or a
 flush/close asks), else they wake every ``flush_interval``. Measured with
 a consumer blocked in ``queue.Queue.get()`` instead, every row cost a GIL
 hand-off to that thread, a few microseconds per request.
+
+The books (see :meth:`MetricsWriter.stats`): every row offered is refused
+at the door (``dropped_queue_full``, ``dropped_closed``) or accepted
+(``enqueued``), and every accepted row is in exactly one of ``written``,
+``rejected``, ``dropped_after_retries``, ``in_flight`` and ``queue_depth``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import threading
 import time
 from collections import deque
@@ -21,6 +28,7 @@ from . import db
 from ._drain import DrainThreads
 from ._support import LIVE, Counter, install_process_hooks, positive_float, positive_int
 from .errors import ConfigurationError
+from .schema import METRIC_TYPES
 
 log = logging.getLogger("mnemo_obs.writer")
 
@@ -31,8 +39,9 @@ class MetricsWriter(DrainThreads):
     Nothing opens or starts at construction: the threads and their
     connections start with the first row. After ``fork()`` the child starts
     its own queue and threads on its first row (the parent's queued rows
-    stay the parent's). Rows are written at least once: a batch whose commit
-    was lost with the connection may be written twice.
+    stay the parent's); a writer closed before the fork stays closed. Rows
+    are written at least once: a batch whose commit was lost with the
+    connection may be written twice.
 
     Args:
         dsn: libpq DSN or URL; defaults to ``$MNEMO_OBS_DSN``.
@@ -40,8 +49,7 @@ class MetricsWriter(DrainThreads):
             it, new rows are dropped and counted. Concurrent producers may
             overshoot it by one row each; each writer thread also holds at
             most one batch it is retrying.
-        batch_size: rows per COPY at most (``BATCH_SIZE``, 500); also the
-            queue depth that wakes a writer thread.
+        batch_size: rows per COPY at most (``BATCH_SIZE``, 500).
         flush_interval: seconds a row waits at most before a partial batch
             is written (``FLUSH_INTERVAL``, 1.0).
         writers: threads draining the queue, each with its own connection
@@ -59,6 +67,8 @@ class MetricsWriter(DrainThreads):
             cancelled batch is kept and retried, and the timeout shows in
             ``stats()["last_error"]``. A DSN that sets its own wins.
         application_name: shown in ``pg_stat_activity``.
+        create_schema: apply the schema (``mnemo-obs migrate``) on the first
+            connection, idempotently, instead of expecting it to be there.
     """
 
     MAX_QUEUE = 10_000
@@ -94,6 +104,7 @@ class MetricsWriter(DrainThreads):
         shutdown_timeout: float | None = None,
         statement_timeout: float | None = None,
         application_name: str = "mnemo_obs.writer",
+        create_schema: bool = False,
     ) -> None:
         self._dsn = db.resolve_dsn(dsn)
         self._max_queue = positive_int(
@@ -102,6 +113,10 @@ class MetricsWriter(DrainThreads):
         self._batch_size = positive_int(
             "batch_size", self.BATCH_SIZE if batch_size is None else batch_size
         )
+        # A writer wakes when the queue holds a batch, or half the queue if
+        # that comes first: waking only at batch_size, a queue smaller than
+        # a batch would fill and drop rows between two flush intervals.
+        self._wake_at = max(1, min(self._batch_size, self._max_queue // 2))
         self._flush_interval = positive_float(
             "flush_interval", self.FLUSH_INTERVAL if flush_interval is None else flush_interval
         )
@@ -136,30 +151,41 @@ class MetricsWriter(DrainThreads):
                 zero=True,
             )
         )
+        if not isinstance(application_name, str):
+            raise ConfigurationError(f"application_name must be a str, not {application_name!r}")
         self._application_name = application_name
+        if not isinstance(create_schema, bool):
+            raise ConfigurationError(f"create_schema must be True or False, not {create_schema!r}")
+        self._create_schema = create_schema
         self._reset()
 
-    def _reset(self) -> None:
+    def _reset(self, *, closed: bool = False) -> None:
         """(Re)make all run-time state: at construction, and in a forked child."""
         self._queue: deque[tuple[Any, ...]] = deque()
         # 0 until started and again once closed, so the first row (and any
         # row after close) takes the slow path without a flag test per row.
         self._limit = 0
-        self._state = "idle"  # -> "running" -> "closed"
+        self._state = "closed" if closed else "idle"  # idle -> running -> closed
         self._start_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._close_result: bool | None = True if closed else None
         self._wake = threading.Event()
         self._abandon = threading.Event()
-        self._lock = threading.Lock()  # writer side: taking rows, counters
+        self._lock = threading.Lock()  # writer side: taking rows, the books
         self._settled = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
         self._dropped_full = Counter()
         self._dropped_closed = Counter()
         self._taken = 0  # rows ever taken off the queue
-        self._in_flight: dict[int, int] = {}  # batch start index -> size
+        # Batch start index -> its rows not yet accounted for.
+        self._in_flight: dict[int, int] = {}
+        self._abandoned: set[int] = set()  # batches close() gave up on, still in a write
         self._flush_waiters = 0
         self._stopping = False
+        self._schema_ready = not self._create_schema
         self._written = self._rejected = self._dropped_retries = self._batches = 0
         self._last_error: str | None = None
+        self._last_error_at: float | None = None
         self._last_write_at: float | None = None
 
     # -- the request path ---------------------------------------------------
@@ -183,10 +209,13 @@ class MetricsWriter(DrainThreads):
         """
         queue = self._queue
         if len(queue) < self._limit:
-            queue.append((start, endpoint, latency_ms, method, status_code, trace_id))
-            if len(queue) >= self._batch_size and not self._wake.is_set():
+            row = (start, endpoint, latency_ms, method, status_code, trace_id)
+            queue.append(row)
+            if len(queue) >= self._wake_at and not self._wake.is_set():
                 self._wake.set()
-            return True
+            if self._limit:
+                return True
+            return self._refuse_late(row)  # closed between the check and the append
         return self._submit_slow((start, endpoint, latency_ms, method, status_code, trace_id))
 
     def record(
@@ -199,51 +228,74 @@ class MetricsWriter(DrainThreads):
     ) -> bool:
         """Queue one row of any kind; False if it was dropped.
 
-        ``metric_type`` must be one the table accepts (api, redis, postgres,
-        system, cache): a row the database refuses is counted as rejected,
-        without losing the rest of its batch. ``metadata`` is copied (one
-        level) and JSON-encoded on the writer thread; ``timestamp`` is epoch
-        seconds, default now.
+        ``metadata`` is copied (one level) and JSON-encoded on the writer
+        thread; ``timestamp`` is epoch seconds, default now.
+
+        Raises:
+            ValueError: ``metric_type`` is not one the table accepts (api,
+                redis, postgres, system, cache), or ``value`` or
+                ``timestamp`` is not a finite number.
+            TypeError: a name that is not a str, or metadata not a dict.
         """
         if not isinstance(metric_type, str) or not isinstance(metric_name, str):
             raise TypeError(
                 f"metric_type and metric_name must be str: {metric_type!r}, {metric_name!r}"
             )
+        if metric_type not in METRIC_TYPES:
+            raise ValueError(
+                f"metric_type must be one of {', '.join(METRIC_TYPES)}, not {metric_type!r}"
+            )
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict or None, not {metadata!r}")
-        row = (
-            time.time() if timestamp is None else float(timestamp),
-            metric_type,
-            metric_name,
-            float(value),
-            dict(metadata) if metadata else None,
-        )
+        number = _finite("value", value)
+        stamp = time.time() if timestamp is None else _finite("timestamp", timestamp)
+        row = (stamp, metric_type, metric_name, number, dict(metadata) if metadata else None)
         queue = self._queue
         if len(queue) < self._limit:
             queue.append(row)
-            if len(queue) >= self._batch_size and not self._wake.is_set():
+            if len(queue) >= self._wake_at and not self._wake.is_set():
                 self._wake.set()
-            return True
+            if self._limit:
+                return True
+            return self._refuse_late(row)
         return self._submit_slow(row)
 
     def _submit_slow(self, row: tuple[Any, ...]) -> bool:
         if self._state == "running":
             if len(self._queue) < self._limit:  # started by another thread meanwhile
                 self._queue.append(row)
-                return True
+                return True if self._limit else self._refuse_late(row)
             self._dropped_full.bump()
             return False
         with self._start_lock:
             if self._state == "idle":
                 self._start()
-        if self._state == "closed":
-            self._dropped_closed.bump()
-            return False
-        if len(self._queue) >= self._limit:
-            self._dropped_full.bump()
-            return False
-        self._queue.append(row)
-        return True
+            if self._state == "closed":
+                self._dropped_closed.bump()
+                return False
+            if len(self._queue) >= self._limit:
+                self._dropped_full.bump()
+                return False
+            self._queue.append(row)
+            return True
+
+    def _refuse_late(self, row: tuple[Any, ...]) -> bool:
+        """A row appended after close() began: take it back and refuse it, unless already taken.
+
+        Rare (a producer paused between its length check and its append while
+        another thread closed the writer); without this the row could sit in
+        a queue nobody drains any more.
+        """
+        with self._lock:
+            while True:
+                try:
+                    self._queue.remove(row)
+                except ValueError:  # a writer thread (or close) took it: accounted for
+                    return True
+                except RuntimeError:  # the deque changed under the search: search again
+                    continue
+                self._dropped_closed.bump()
+                return False
 
     def _start(self) -> None:
         install_process_hooks()
@@ -287,14 +339,29 @@ class MetricsWriter(DrainThreads):
     def close(self, timeout: float | None = None) -> bool:
         """Write what is queued, then stop the threads and close their connections.
 
-        Returns True if everything queued was written (or rejected by the
-        database) within ``timeout`` seconds (None: ``shutdown_timeout``).
-        Otherwise the rows still unwritten are dropped and counted as
-        ``dropped_after_retries`` (threads waiting to retry get up to a
-        second more to stop). Rows
-        submitted after close are dropped and counted as ``dropped_closed``.
+        Returns True if every row accepted before the close was written (or
+        rejected by the database) within ``timeout`` seconds (None:
+        ``shutdown_timeout``). Otherwise the rows still unwritten are
+        dropped and counted as ``dropped_after_retries``, including a batch
+        stuck in a write to a server that stopped answering (should that
+        write complete later, its rows move to ``written``). A second or
+        concurrent call waits for the first and returns the same answer.
+        Rows submitted after close are refused and counted as
+        ``dropped_closed``.
         """
         timeout = self._shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + max(0.0, timeout)
+        # A concurrent close waits for the first one: its answer is the truth.
+        if not self._close_lock.acquire(timeout=max(0.0, timeout) + self._ABANDON_GRACE + 1):
+            return False
+        try:
+            if self._close_result is None:
+                self._close_result = self._close(deadline)
+            return self._close_result
+        finally:
+            self._close_lock.release()
+
+    def _close(self, deadline: float) -> bool:
         with self._start_lock:
             was_running = self._state == "running"
             self._state = "closed"
@@ -304,13 +371,13 @@ class MetricsWriter(DrainThreads):
         with self._lock:
             self._stopping = True
         self._wake.set()
-        deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         if not any(thread.is_alive() for thread in self._threads):
             return True
         # Threads waiting to retry stop at once and count what they held; a
-        # thread stuck in a write to a hung server is left to finish alone.
+        # thread stuck in a write to a hung server is left to finish alone,
+        # its batch counted as dropped now (moved to written if it lands).
         self._abandon.set()
         with self._lock:
             left = len(self._queue)
@@ -319,7 +386,19 @@ class MetricsWriter(DrainThreads):
             self._dropped_retries += left
         for thread in self._threads:
             thread.join(self._ABANDON_GRACE)
-        log.error("closed with rows unwritten after %.1f s; they are dropped", timeout)
+        with self._lock:
+            stuck = sum(self._in_flight.values())
+            for start, remaining in self._in_flight.items():
+                self._dropped_retries += remaining
+                self._in_flight[start] = 0
+                self._abandoned.add(start)
+            self._settled.notify_all()
+        log.error(
+            "closed with %d rows unwritten (%d in a write that did not return); "
+            "they are counted as dropped",
+            left + stuck,
+            stuck,
+        )
         return False
 
     def __enter__(self) -> MetricsWriter:
@@ -329,24 +408,45 @@ class MetricsWriter(DrainThreads):
         self.close()
 
     def stats(self) -> dict[str, object]:
-        """Counters since start (per process), JSON-serialisable and cheap to read."""
+        """Counters since start (per process), JSON-serialisable and cheap to read.
+
+        Read in one step, so they add up at every moment: ``enqueued ==
+        written + rejected + dropped_after_retries + in_flight +
+        queue_depth``.
+        """
         with self._lock:
             depth = len(self._queue)
-            last = self._last_write_at
+            error_at = self._last_error_at
+            write_at = self._last_write_at
             return {
                 "enqueued": self._taken + depth,
                 "written": self._written,
-                "dropped_queue_full": self._dropped_full.value(),
-                "dropped_after_retries": self._dropped_retries,
-                "dropped_closed": self._dropped_closed.value(),
                 "rejected": self._rejected,
-                "batches": self._batches,
+                "dropped_after_retries": self._dropped_retries,
+                "in_flight": sum(self._in_flight.values()),
                 "queue_depth": depth,
+                "dropped_queue_full": self._dropped_full.value(),
+                "dropped_closed": self._dropped_closed.value(),
+                "batches": self._batches,
+                # Healthy: no write has failed since the last one that succeeded.
+                "healthy": error_at is None or (write_at is not None and write_at >= error_at),
                 "last_error": self._last_error,
-                "last_write_at": None
-                if last is None
-                else datetime.fromtimestamp(last, timezone.utc).isoformat(),
+                "last_error_at": _iso(error_at),
+                "last_write_at": _iso(write_at),
             }
 
     def __repr__(self) -> str:
         return f"<MetricsWriter {db.describe(self._dsn)} {self._state}>"
+
+
+def _finite(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, not {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    return number
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat()

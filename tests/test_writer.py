@@ -32,7 +32,10 @@ STATS_KEYS = {
     "rejected",
     "batches",
     "queue_depth",
+    "in_flight",
+    "healthy",
     "last_error",
+    "last_error_at",
     "last_write_at",
 }
 
@@ -161,22 +164,32 @@ def test_a_long_name_is_cut_to_100_characters(dsn: str, make_writer: Any) -> Non
 def test_rows_the_database_refuses_cost_only_themselves(
     dsn: str, make_writer: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    writer = make_writer(dsn, flush_interval=60, batch_size=100)
-    for i in range(10):
-        writer.record("system", f"good-{i}", float(i))
-        if i == 3:
-            writer.record("bogus", "refused-by-check", 0.0)
-        if i == 7:
-            writer.record("t" * 51, "type-too-long", 0.0)
-    writer.record("system", "nan-ok", float("nan"))
-    writer.record("system", "bad-json", 1.0, {"x": "\ud800"})  # a lone surrogate
-    with caplog.at_level(logging.WARNING, logger="mnemo_obs"):
-        assert writer.flush(timeout=10)
+    # A constraint of the test's own stands for anything a database may refuse
+    # (a trigger, a narrower column): the writer refuses bad types itself.
+    with psycopg2.connect(dsn) as admin, admin.cursor() as cur:
+        cur.execute(
+            "ALTER TABLE metrics ADD CONSTRAINT test_refused "
+            "CHECK (metric_name NOT LIKE 'refused%%')"
+        )
+    try:
+        writer = make_writer(dsn, flush_interval=60, batch_size=100)
+        for i in range(10):
+            writer.record("system", f"good-{i}", float(i))
+            if i == 3:
+                writer.record("system", "refused-by-check", 0.0)
+            if i == 7:
+                writer.record("api", "refused-too", 0.0)
+        writer.record("system", "bad-json", 1.0, {"x": "\ud800"})  # a lone surrogate
+        with caplog.at_level(logging.WARNING, logger="mnemo_obs"):
+            assert writer.flush(timeout=10)
+    finally:
+        with psycopg2.connect(dsn) as admin, admin.cursor() as cur:
+            cur.execute("ALTER TABLE metrics DROP CONSTRAINT test_refused")
     names = sorted(r["metric_name"] for r in fetch(dsn))
-    assert names == sorted([f"good-{i}" for i in range(10)] + ["nan-ok"])
+    assert names == sorted(f"good-{i}" for i in range(10))
     stats = writer.stats()
-    assert (stats["written"], stats["rejected"], stats["batches"]) == (11, 3, 1)
-    assert "valid_metric_type" in stats["last_error"] or "too long" in stats["last_error"]
+    assert (stats["written"], stats["rejected"], stats["batches"]) == (10, 3, 1)
+    assert "test_refused" in stats["last_error"] or "unwritable" in stats["last_error"]
     rejections = [r for r in caplog.records if "rejected" in r.getMessage()]
     assert 1 <= len(rejections) <= 2  # once per batch (plus once for the row not encodable)
 
@@ -324,10 +337,23 @@ def test_record_refuses_what_is_not_a_row(make_writer: Any) -> None:
     writer = make_writer("postgresql://localhost/x")
     with pytest.raises(TypeError):
         writer.record("system", None, 1.0)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError, match="'not a number'"):
         writer.record("system", "x", "not a number")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         writer.record("system", "x", 1.0, metadata=["no"])  # type: ignore[arg-type]
+    # Refused up front, naming the value: the database would refuse them
+    # later and silently, and one NaN made a whole window's average null.
+    for bad, named in (
+        ({"metric_type": "bogus"}, "'bogus'"),
+        ({"metric_type": "API"}, "'API'"),
+        ({"value": float("nan")}, "nan"),
+        ({"value": float("inf")}, "inf"),
+        ({"value": float("-inf")}, "-inf"),
+        ({"timestamp": float("nan")}, "nan"),
+    ):
+        args = {"metric_type": "system", "metric_name": "x", "value": 1.0, **bad}
+        with pytest.raises(ValueError, match=named):
+            writer.record(**args)
     assert writer.stats()["enqueued"] == 0
 
 
