@@ -122,7 +122,6 @@ class SummaryResource:
         hours = parse_period_hours(req)
         body: dict[str, Any] = dict(self._collector.collect_all(hours))
         body["writer"] = self._writer.stats() if self._writer is not None else None
-        body["period_hours"] = hours
         resp.media = body
         # Host details and live figures: no shared cache should keep them.
         resp.cache_control = ["no-store"]

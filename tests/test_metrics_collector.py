@@ -40,7 +40,7 @@ def collector(dsn: str, redis_url: str, clock: FakeClock) -> Iterator[MetricsCol
 def test_all_sections(dsn: str, collector: MetricsCollector) -> None:
     insert(dsn, [(5.0, 200, 1.0), (15.0, 500, 1.0)])
     summary = collector.collect_all()
-    assert set(summary) == {"api", "redis", "postgres", "system", "collected_at"}
+    assert set(summary) == {"api", "redis", "postgres", "system", "collected_at", "period_hours"}
     assert summary["api"]["request_count"] == 2
     assert summary["api"]["error_rate"] == 50.0
     assert summary["redis"]["connected"] is True
@@ -115,7 +115,41 @@ def test_borrows_from_a_given_pool_and_leaves_it_open(dsn: str) -> None:
         conn = pool.getconn()
         with conn.cursor() as cur:
             cur.execute("SHOW statement_timeout")
-            assert cur.fetchone() == ("3s",)  # set on borrow, since we did not open it
+            assert cur.fetchone() == ("0",)  # ours was SET LOCAL: gone with our transaction
+        pool.putconn(conn)
+    finally:
+        pool.closeall()
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_a_borrowed_connection_comes_back_as_it_was_lent(dsn: str, autocommit: bool) -> None:
+    """The app's own transaction semantics are untouched by a summary on its pool."""
+    pool = psycopg2.pool.ThreadedConnectionPool(1, 1, dsn)  # one connection: ours is the app's
+    try:
+        conn = pool.getconn()
+        conn.autocommit = autocommit
+        pool.putconn(conn)
+        with MetricsCollector(pool=pool, redis_url="", cache_ttl=0) as collector:
+            summary = collector.collect_all()
+            assert "error" not in summary["api"] and "error" not in summary["postgres"]
+        conn = pool.getconn()
+        assert conn.autocommit is autocommit
+        assert conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        with conn.cursor() as cur:
+            cur.execute("SHOW statement_timeout")
+            assert cur.fetchone() == ("0",)
+        if not autocommit:
+            # The app's INSERT followed by rollback() keeps nothing.
+            with conn.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO metrics (metric_type, metric_name, value) "
+                    "VALUES ('system', 'rolled-back', 1)"
+                )
+            conn.rollback()
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM metrics WHERE metric_name = 'rolled-back'")
+                assert cur.fetchone() == (0,)
+            conn.rollback()
         pool.putconn(conn)
     finally:
         pool.closeall()

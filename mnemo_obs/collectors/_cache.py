@@ -8,6 +8,7 @@ import time
 import weakref
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -50,8 +51,12 @@ class SingleFlightCache(Generic[T]):
         self._lock = threading.Lock()
         self._inflight = {}
 
-    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """The fresh value for ``key``, computing it with ``compute()`` if needed."""
+    def get(self, key: Hashable, compute: Callable[[], T], *, wait: float | None = None) -> T:
+        """The fresh value for ``key``, computing it with ``compute()`` if needed.
+
+        A caller that finds the key being computed waits at most ``wait``
+        seconds (None: no limit) for that result, then computes its own.
+        """
         with self._lock:
             now = self._clock()
             entry = self._values.get(key)
@@ -62,7 +67,10 @@ class SingleFlightCache(Generic[T]):
             if future is None:
                 future = self._inflight[key] = Future()
         if not leader:
-            return future.result()
+            try:
+                return future.result(wait)
+            except FutureTimeout:
+                return compute()
         try:
             value = compute()
         except BaseException as exc:

@@ -15,6 +15,9 @@ from ._pg import PgConnections
 # ~15 ms per 100k rows, but one malformed row would then break every summary.
 # jsonb orders numbers below booleans, arrays and objects and above strings,
 # so a JSON number >= 400 counts and a string such as "500" does not.
+# Non-finite values (written by other tools: the writer refuses them) are
+# left out, or one NaN would make the average NaN: PostgreSQL orders NaN
+# above infinity, so "< 'Infinity'" excludes both.
 QUERY = """
 SELECT count(*),
        avg(value),
@@ -23,6 +26,7 @@ SELECT count(*),
 FROM metrics
 WHERE metric_type = 'api'
   AND timestamp >= now() - %(seconds)s * interval '1 second'
+  AND value < 'Infinity'::float8 AND value > '-Infinity'::float8
 """
 
 # Ten years would pass too, but a month is the retention the seed plans for

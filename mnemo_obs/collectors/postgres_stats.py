@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg2
-
 from ._base import MB, check_positive, percent, rounded
-from ._pg import PgConnections
+from ._pg import PgConnections, query_or_none
 
 STATS_QUERY = """
 SELECT (SELECT count(*) FILTER (WHERE state = 'active') FROM pg_stat_activity
@@ -77,14 +75,10 @@ class PostgresCollector:
             active, idle, total, max_conn, hit, read, size, has_statements = cur.fetchone()
             slow, source = None, "pg_stat_activity"
             if has_statements:
-                try:
-                    cur.execute(STATEMENTS_QUERY, {"ms": self._slow_ms})
-                    (slow,) = cur.fetchone()
-                    source = "pg_stat_statements"
-                except psycopg2.Error:
-                    # Installed but not in shared_preload_libraries: the view
-                    # raises. Autocommit, so the connection is still usable.
-                    pass
+                # Installed but not in shared_preload_libraries, the view raises.
+                row = query_or_none(cur, STATEMENTS_QUERY, {"ms": self._slow_ms})
+                if row is not None:
+                    slow, source = row[0], "pg_stat_statements"
             if slow is None:
                 cur.execute(ACTIVITY_QUERY, {"ms": self._slow_ms})
                 (slow,) = cur.fetchone()

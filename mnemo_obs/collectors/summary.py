@@ -6,13 +6,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MnemoObsError
+from ..errors import ConfigurationError, MnemoObsError
 from ._base import check_positive
 from ._cache import SingleFlightCache
 from ._pg import PgConnections
+from ._reader import BoundedReader, ReadTimeout
 from .api import MAX_PERIOD_HOURS, ApiCollector
 from .postgres_stats import PostgresCollector
 from .redis_stats import RedisCollector
@@ -26,6 +28,19 @@ log = logging.getLogger("mnemo_obs.collectors")
 
 REDIS_URL_ENV = "MNEMO_OBS_REDIS_URL"
 SECTIONS = ("api", "redis", "postgres", "system")
+PG_SECTIONS = ("api", "postgres")
+
+
+def normalise_hours(hours: float) -> float:
+    """The window a summary covers: ``hours`` rounded to the minute (to the hour past a day).
+
+    At least one minute. Windows that round alike share one cached summary,
+    so callers asking for many slightly different windows cost one query
+    per grain, not one each.
+    """
+    seconds = hours * 3600.0
+    grain = 60.0 if seconds <= 86400.0 else 3600.0
+    return max(grain, round(seconds / grain) * grain) / 3600.0
 
 
 class MetricsCollector:
@@ -53,9 +68,15 @@ class MetricsCollector:
         redis_timeout: seconds to wait for Redis (default 1).
         slow_query_ms: the threshold of ``slow_queries_count`` (default 100).
         disk_path: the filesystem of ``disk_*`` (default ``/``).
+        timeout: seconds a summary waits for PostgreSQL at most (default
+            5), whatever the server does: past it, the api and postgres
+            sections report the timeout. PostgreSQL reads run on one
+            background thread per collector (``mnemo_obs.summary``), so a
+            server that stops answering holds that thread, never a caller's.
     """
 
     CACHE_TTL = 2.0
+    TIMEOUT = 5.0
 
     def __init__(
         self,
@@ -70,13 +91,20 @@ class MetricsCollector:
         redis_timeout: float = RedisCollector.TIMEOUT,
         slow_query_ms: float = PostgresCollector.SLOW_QUERY_MS,
         disk_path: str = "/",
+        timeout: float = TIMEOUT,
         _clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not isinstance(cache_ttl, (int, float)) or not 0 <= cache_ttl < float("inf"):
-            raise ValueError(
+        if (
+            isinstance(cache_ttl, bool)
+            or not isinstance(cache_ttl, (int, float))
+            or not 0 <= cache_ttl < float("inf")
+        ):
+            raise ConfigurationError(
                 f"cache_ttl must be a finite number of seconds >= 0, got {cache_ttl!r}"
             )
         redis_timeout = check_positive("redis_timeout", redis_timeout)
+        self._redis_timeout = redis_timeout
+        self._timeout = check_positive("timeout", timeout)
         if redis_client is not None and redis_url:
             raise ValueError("pass redis_url or redis_client, not both")
         self._connections = PgConnections(
@@ -94,42 +122,79 @@ class MetricsCollector:
             url = redis_url if redis_url is not None else os.environ.get(REDIS_URL_ENV, "")
             self.redis = RedisCollector.from_url(url, timeout=redis_timeout) if url else None
         self._cache: SingleFlightCache[dict[str, Any]] = SingleFlightCache(cache_ttl, clock=_clock)
+        self._reader = BoundedReader("mnemo_obs.summary")
         self._last_errors: dict[str, str] = {}
 
     def collect_all(self, period_hours: float = 1.0) -> dict[str, Any]:
-        """``{"api", "redis", "postgres", "system", "collected_at"}``, cached ``cache_ttl`` seconds.
+        """``{"api", "redis", "postgres", "system", "collected_at", "period_hours"}``, cached.
 
-        A section that fails becomes ``{"error": "<one line>"}``; the others
-        are still served. Never raises for a server problem.
+        The window is ``period_hours`` rounded to the minute (to the hour
+        past a day; see :func:`normalise_hours`), given back as
+        ``period_hours``. A section that fails becomes ``{"error": "<one
+        line>"}``; the others are still served. Never raises for a server
+        problem, and returns within about ``timeout`` seconds (plus Redis's
+        own timeout) whatever PostgreSQL does.
 
         Raises:
             ValueError: ``period_hours`` is not a finite number in (0, 720].
         """
-        hours = check_positive("period_hours", period_hours, maximum=MAX_PERIOD_HOURS)
-        return self._cache.get(hours, lambda: self._collect(hours))
+        hours = normalise_hours(
+            check_positive("period_hours", period_hours, maximum=MAX_PERIOD_HOURS)
+        )
+        # A caller finding this window being collected waits for that; the
+        # bound only matters if something is badly wrong.
+        wait = self._timeout + 2 * self._redis_timeout + 1
+        return self._cache.get(hours, lambda: self._collect(hours), wait=wait)
 
     def _collect(self, hours: float) -> dict[str, Any]:
-        readers: dict[str, Callable[[], dict[str, Any]]] = {
-            "api": lambda: self.api.collect(hours),
-            "redis": self._collect_redis,
-            "postgres": self.postgres.collect,
-            "system": self.system.collect,
-        }
+        deadline = time.monotonic() + self._timeout
         result: dict[str, Any] = {}
-        for name, read in readers.items():
+        try:
+            future = self._reader.submit(("pg", hours), lambda: self._read_pg(hours))
+        except MnemoObsError as exc:
+            future, pg_error = None, str(exc)
+        # Redis and the host meanwhile, on this thread: both bounded on their own.
+        for name, read in (("redis", self._collect_redis), ("system", self.system.collect)):
+            result[name] = self._section(name, read)
+        if future is not None:
             try:
-                result[name] = read()
-                error = None
-            except MnemoObsError as exc:
-                error = str(exc)
-            except Exception as exc:  # a bug or a surprise must not take the others down
-                error = f"{type(exc).__name__}: {exc}"
-                log.exception("summary section %r failed", name)
-            if error is not None:
-                result[name] = {"error": error}
-            self._note(name, error or result[name].get("error"))
-        result["collected_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        return result
+                stuck = self._reader.stuck_for()
+                if stuck > self._timeout:
+                    raise ReadTimeout(f"no answer for {stuck:.0f} s (a read is still waiting)")
+                result.update(future.result(max(0.0, deadline - time.monotonic())))
+            except (FutureTimeout, ReadTimeout) as exc:
+                detail = str(exc) if isinstance(exc, ReadTimeout) else None
+                pg_error = (
+                    f"PostgreSQL at {self._connections.where} did not answer: "
+                    f"{detail or f'no answer within {self._timeout:g} s'}"
+                )
+                future = None
+        if future is None:
+            for name in PG_SECTIONS:
+                result[name] = {"error": pg_error}
+        for name in SECTIONS:
+            self._note(name, result[name].get("error"))
+        ordered = {name: result[name] for name in SECTIONS}
+        ordered["collected_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        ordered["period_hours"] = hours
+        return ordered
+
+    def _read_pg(self, hours: float) -> dict[str, Any]:
+        """The PostgreSQL sections, run on the reader thread."""
+        return {
+            "api": self._section("api", lambda: self.api.collect(hours)),
+            "postgres": self._section("postgres", self.postgres.collect),
+        }
+
+    @staticmethod
+    def _section(name: str, read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return read()
+        except MnemoObsError as exc:
+            return {"error": str(exc)}
+        except Exception as exc:  # a bug or a surprise must not take the others down
+            log.exception("summary section %r failed", name)
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     def _collect_redis(self) -> dict[str, Any]:
         if self.redis is None:
@@ -151,7 +216,8 @@ class MetricsCollector:
             log.warning("summary section %r failed: %s", section, error)
 
     def close(self) -> None:
-        """Close the pool and Redis client we made. Idempotent."""
+        """Close the connections and Redis client we made. Idempotent; never waits on a server."""
+        self._reader.close()
         self._connections.close()
         if self.redis is not None:
             self.redis.close()
