@@ -39,7 +39,9 @@ WITH deleted AS (
 )
 SELECT count(*), max(timestamp) FROM deleted
 """
-_NO_LOCK_SQL = retention._BATCH_SQL.format(type_filter="").replace("FOR UPDATE SKIP LOCKED", "")
+_NO_LOCK_SQL = retention._purge._BATCH_SQL.format(type_filter="").replace(
+    "FOR UPDATE SKIP LOCKED", ""
+)
 
 
 def _make_template(cur: psycopg2.extensions.cursor, n: int) -> None:
@@ -147,7 +149,7 @@ def run(ctx: Context) -> str:
         _refill(cur)
         cur.execute("SELECT now() - interval '30 days'")
         cur.execute(
-            "EXPLAIN " + retention._BATCH_SQL.format(type_filter=""),
+            "EXPLAIN " + retention._purge._BATCH_SQL.format(type_filter=""),
             {"cutoff": cur.fetchone()[0], "after": "-infinity", "limit": BATCH},
         )
         plan = "\n".join(row[0] for row in cur.fetchall())

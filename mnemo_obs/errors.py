@@ -21,3 +21,11 @@ class DatabaseError(MnemoObsError, RuntimeError):
     The message is one line that names the server and the cause, fit to
     print as it is.
     """
+
+
+class PurgeSkipped(MnemoObsError, RuntimeError):
+    """Another purge was running on the same database, so this one did not start.
+
+    Purges run one at a time across every process and host (an advisory
+    lock); the next scheduled one tries again.
+    """

@@ -349,7 +349,9 @@ def test_batches_walk_the_time_index_and_delete_by_tid(dsn: str, metric_type: st
         cur.execute("ANALYZE metrics")
         cur.execute("SELECT now() - interval '30 days'")
         (cutoff,) = cur.fetchone()
-        sql = retention._BATCH_SQL.format(type_filter=retention._TYPE_FILTER if metric_type else "")
+        sql = retention._purge._BATCH_SQL.format(
+            type_filter=retention._purge._TYPE_FILTER if metric_type else ""
+        )
         cur.execute(
             "EXPLAIN " + sql,
             {

@@ -1,11 +1,12 @@
-"""Retention: delete old ``metrics`` rows in short batches, now or once a day.
+"""purge(): delete old ``metrics`` rows in short batches, one purge at a time.
 
 :func:`purge` deletes the rows older than a number of days in batches of
 ``batch_size``, each its own short transaction, so a table of millions of
 rows can be trimmed while the app keeps writing: no batch holds its locks,
-its snapshot or its WAL for long. :class:`RetentionScheduler` runs it on a
-daemon thread about once a day; a cron line calling ``mnemo-obs purge`` is
-the recommended way (see the README).
+its snapshot or its WAL for long. Every wait is bounded: a batch that waits
+for a lock longer than ``lock_timeout`` gives up and says so, and a purge
+that finds another one running (another worker, a cron job) waits at most
+as long, then skips.
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
-from . import db
-from .errors import ConfigurationError, DatabaseError, MnemoObsError
-from .schema import METRIC_TYPES
+from .. import db
+from ..errors import ConfigurationError, DatabaseError, PurgeSkipped
+from ..schema import METRIC_TYPES
 
 logger = logging.getLogger("mnemo_obs.retention")
 
@@ -34,10 +34,9 @@ MAX_DAYS = 1_000_000
 # One batch: lock the oldest ``n`` rows before the cutoff, walking
 # idx_metrics_time from the bottom, and delete them by ctid (a TID scan, about
 # 3 to 6 times faster than ``id IN (...)``, which probes the uuid primary key
-# once per row; see benchmarks/retention.py). SKIP LOCKED lets two purges run
-# at once, each taking rows the other has not locked; without it the second
-# would wait on the first's rows, find them gone, see a short batch and stop
-# early. The row locks cost a fifth more WAL and up to 40 % more time.
+# once per row; see benchmarks/retention.py). SKIP LOCKED: a batch never
+# waits on rows another session holds (purges themselves run one at a time,
+# under an advisory lock); the row locks cost a fifth more WAL.
 # ``timestamp >= %(after)s`` starts each batch where the previous one stopped,
 # so it does not walk again over the index entries of the rows just deleted
 # (dead until VACUUM).
@@ -61,6 +60,18 @@ _TYPE_FILTER = " AND metric_type = %(metric_type)s"
 # and free of Python's datetime range (years 1 to 9999), which a large
 # older_than_days or a row with an odd timestamp would leave.
 _CUTOFF_SQL = "SELECT (now() - make_interval(secs => %s))::text"
+
+# One purge at a time across every process and host that shares the table
+# (app workers, cron): a session-level advisory lock, held for the purge.
+# "mnemo" + 1; the schema's migration lock is "mnemo".
+ADVISORY_LOCK_KEY = 0x6D6E656D6F + 1
+
+# A batch waits at most this long for a lock (a LOCK TABLE, an ALTER, a
+# VACUUM FULL held by another session), then the purge gives up and says
+# so; a purge finding another one running waits this long, then skips.
+LOCK_TIMEOUT = 5.0
+# A batch takes tens of milliseconds; one running this long is stuck.
+STATEMENT_TIMEOUT = 60.0
 
 
 def _number(name: str, value: object, *, low: float, high: float, low_ok: bool = False) -> float:
@@ -98,37 +109,46 @@ def purge(
     metric_type: str | None = None,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
+    _on_connection: Callable[[psycopg2.extensions.connection | None], None] | None = None,
 ) -> int:
     """Delete the ``metrics`` rows older than ``older_than_days``, in short batches.
 
     The cutoff (the server's ``now()`` minus the days) is fixed once at the
     start, so the purge ends even while new rows keep arriving. Each batch
-    is its own transaction (autocommit), so an interruption or an error
-    keeps the batches already done.
+    is its own short transaction, so an interruption or an error keeps the
+    batches already done. Only one purge runs at a time on a database:
+    another one waits up to ``lock_timeout`` for it, then skips.
 
     Args:
         dsn_or_conn: a DSN (None: ``$MNEMO_OBS_DSN``), connected to and closed
             here; or an open psycopg2 connection with no transaction in
             progress, left open with its autocommit setting restored.
         older_than_days: delete rows whose ``timestamp`` is older than this
-            many days (fractions allowed). Default 30, the seed's retention.
+            many days (fractions allowed). Default 30.
         batch_size: rows per batch (transaction). Default 10,000: 20-70 ms
             per batch on a shared 2-core machine (benchmarks/retention.py).
         metric_type: only rows of this type (one of ``schema.METRIC_TYPES``).
         dry_run: count the rows that would go, delete nothing.
         progress: called after each batch with the rows deleted so far.
+        lock_timeout: seconds a batch may wait for a lock, and a purge for
+            another purge to finish (default 5).
 
     Returns:
         The number of rows deleted, or that would be with ``dry_run``.
 
     Raises:
         ConfigurationError: a bad argument, before anything is deleted.
-        DatabaseError: the server is unreachable or refused a statement; the
-            message says how many rows were deleted before that.
+        PurgeSkipped: another purge was still running after ``lock_timeout``.
+        DatabaseError: the server is unreachable, refused a statement, or a
+            batch waited for a lock past ``lock_timeout``; the message says
+            how many rows were deleted before that.
     """
     days = _validate(older_than_days, batch_size, metric_type)
     if progress is not None and not callable(progress):
         raise ConfigurationError(f"progress must be callable, got {progress!r}")
+    wait = _number("lock_timeout", lock_timeout, low=0, high=3600)
+    dsn: str | None = None
     if isinstance(dsn_or_conn, psycopg2.extensions.connection):
         conn, owned = dsn_or_conn, False
         if conn.closed:
@@ -151,20 +171,76 @@ def purge(
 
     done = [0]  # rows deleted so far, for the error message
     saved_autocommit = conn.autocommit
+    locked = False
+    if _on_connection is not None:
+        _on_connection(conn)
     try:
         conn.autocommit = True
-        return _purge(conn, days, batch_size, metric_type, dry_run, progress, done)
+        if dry_run:
+            return _count(conn, days, metric_type)
+        locked = _take_lock(conn, wait)
+        if not locked:
+            raise PurgeSkipped(
+                f"another purge is running on {where}: this one skipped (waited {wait:g} s for it)"
+            )
+        return _purge(conn, days, batch_size, metric_type, progress, done, wait)
+    except psycopg2.errors.LockNotAvailable as exc:
+        raise DatabaseError(
+            f"purge gave up on {where} after {done[0]} rows deleted: a batch waited more "
+            f"than {wait:g} s for a lock on the metrics table (another session holds one)"
+        ) from exc
+    except psycopg2.errors.QueryCanceled as exc:
+        raise DatabaseError(
+            f"purge stopped on {where} after {done[0]} rows deleted: a batch was cancelled "
+            f"({db.explain(exc, dsn)})"
+        ) from exc
     except psycopg2.Error as exc:
         raise DatabaseError(
-            f"purge failed on {where} after {done[0]} rows deleted: {db.first_line(exc)}"
+            f"purge failed on {where} after {done[0]} rows deleted: {db.explain(exc, dsn)}"
         ) from exc
     finally:
+        if _on_connection is not None:
+            _on_connection(None)
         if owned:
-            conn.close()
+            conn.close()  # also ends the session's advisory lock
         elif not conn.closed:
             # Interrupted mid-statement, it may refuse: leave it as it is then.
             with contextlib.suppress(psycopg2.Error):
+                with conn.cursor() as cur:
+                    # Our BEGIN is not psycopg2's: its rollback() would not end it.
+                    if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                        cur.execute("ROLLBACK")
+                    if locked:
+                        cur.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
                 conn.autocommit = saved_autocommit
+
+
+def _take_lock(conn: psycopg2.extensions.connection, wait: float) -> bool:
+    """Take the purge lock, waiting up to ``wait`` seconds for another purge to end."""
+    deadline = time.monotonic() + wait
+    with conn.cursor() as cur:
+        while True:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+            if cur.fetchone()[0]:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.2, left))
+
+
+def _count(conn: psycopg2.extensions.connection, days: float, metric_type: str | None) -> int:
+    type_filter = _TYPE_FILTER if metric_type else ""
+    with conn.cursor() as cur:
+        cur.execute(_CUTOFF_SQL, (days * 86400.0,))
+        (cutoff,) = cur.fetchone()
+        cur.execute(
+            _COUNT_SQL.format(type_filter=type_filter),
+            {"cutoff": cutoff, "metric_type": metric_type},
+        )
+        (count,) = cur.fetchone()
+    logger.debug("dry run: %d rows older than %s", count, cutoff)
+    return int(count)
 
 
 def _purge(
@@ -172,32 +248,40 @@ def _purge(
     days: float,
     batch_size: int,
     metric_type: str | None,
-    dry_run: bool,
     progress: Callable[[int], None] | None,
     done: list[int],
+    wait: float,
 ) -> int:
     type_filter = _TYPE_FILTER if metric_type else ""
     started = time.monotonic()
+    # Each batch is one transaction whose lock and statement timeouts are
+    # its own (SET LOCAL), so a connection given to us keeps its settings.
+    timeouts = (
+        f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}; "
+        f"SET LOCAL statement_timeout = {round(STATEMENT_TIMEOUT * 1000)}"
+    )
     with conn.cursor() as cur:
         cur.execute(_CUTOFF_SQL, (days * 86400.0,))
         (cutoff,) = cur.fetchone()
-        params: dict[str, Any] = {"cutoff": cutoff, "metric_type": metric_type}
-        if dry_run:
-            cur.execute(_COUNT_SQL.format(type_filter=type_filter), params)
-            (count,) = cur.fetchone()
-            logger.debug("dry run: %d rows older than %s", count, cutoff)
-            return int(count)
+        params: dict[str, Any] = {
+            "cutoff": cutoff,
+            "metric_type": metric_type,
+            "limit": batch_size,
+            "after": "-infinity",
+        }
         sql = _BATCH_SQL.format(type_filter=type_filter)
-        params.update(limit=batch_size, after="-infinity")
         batches = 0
         while True:
+            cur.execute("BEGIN")
+            cur.execute(timeouts)
             cur.execute(sql, params)
             count, last = cur.fetchone()
+            cur.execute("COMMIT")
             batches += 1
             done[0] += count
             if count and progress is not None:
                 progress(done[0])
-            # Fewer than asked: nothing older is left (or another purge holds it).
+            # Fewer than asked: nothing older is left.
             if count < batch_size:
                 break
             params["after"] = last
@@ -209,119 +293,3 @@ def _purge(
         time.monotonic() - started,
     )
     return done[0]
-
-
-class _Stopped(Exception):
-    """Raised from the progress callback to end a purge between batches on stop()."""
-
-
-class RetentionScheduler:
-    """Run :func:`purge` on a daemon thread about once per ``interval``.
-
-    The thread (named ``mnemo_obs.retention``) starts on :meth:`start`, runs
-    a first purge ``first_delay`` seconds later, then one every
-    ``interval``. Each wait is stretched by a random fraction up to
-    ``jitter``, so the workers of one app started together do not all purge
-    at the same moment. A failed purge is logged and retried at the next
-    interval: the thread never dies of it. Each run opens its own
-    connection and closes it, so nothing is held between runs.
-
-    Attributes:
-        runs: purges attempted so far (read-only).
-        last_deleted: rows deleted by the last successful purge, or None.
-        last_error: the one-line message of the last failed purge, or None.
-    """
-
-    INTERVAL = 86400.0  # once a day, the seed's "cleanup job"
-    # Long enough that starting the app is not slowed down by a purge,
-    # short enough that a restarted app still purges.
-    FIRST_DELAY = 60.0
-    JITTER = 0.1
-
-    def __init__(
-        self,
-        *,
-        dsn: str | None = None,
-        older_than_days: float = 30,
-        interval: float = INTERVAL,
-        first_delay: float = FIRST_DELAY,
-        jitter: float = JITTER,
-        batch_size: int = 10_000,
-        metric_type: str | None = None,
-    ) -> None:
-        self._days = _validate(older_than_days, batch_size, metric_type)
-        year = 366 * 86400.0
-        self._interval = _number("interval", interval, low=0, high=year)
-        self._first_delay = _number("first_delay", first_delay, low=0, high=year, low_ok=True)
-        self._jitter = _number("jitter", jitter, low=0, high=1, low_ok=True)
-        self._dsn = db.resolve_dsn(dsn)
-        self._batch_size = batch_size
-        self._metric_type = metric_type
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.runs = 0
-        self.last_deleted: int | None = None
-        self.last_error: str | None = None
-
-    def start(self) -> None:
-        """Start the thread; a no-op while it runs."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="mnemo_obs.retention", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float | None = None) -> bool:
-        """Stop the thread, ending a purge in progress after its current batch.
-
-        Returns:
-            True when the thread has ended within ``timeout`` seconds.
-        """
-        self._stop.set()
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
-
-    def _delay(self, base: float) -> float:
-        return base * (1 + random.uniform(0, self._jitter)) if self._jitter else base
-
-    def _loop(self) -> None:
-        stop = self._stop
-        delay = self._first_delay
-        while not stop.wait(self._delay(delay)):
-            self._run_once(stop)
-            delay = self._interval
-
-    def _run_once(self, stop: threading.Event) -> None:
-        def check_stop(_deleted: int) -> None:
-            if stop.is_set():
-                raise _Stopped
-
-        self.runs += 1
-        started = time.monotonic()
-        try:
-            deleted = purge(
-                self._dsn,
-                older_than_days=self._days,
-                batch_size=self._batch_size,
-                metric_type=self._metric_type,
-                progress=check_stop,
-            )
-        except _Stopped:
-            logger.info("retention: purge interrupted by stop()")
-        except MnemoObsError as exc:
-            self.last_error = str(exc)
-            logger.error("retention: %s (next try in %.0f s)", exc, self._interval)
-        except Exception as exc:  # never let a surprise kill the thread
-            self.last_error = db.first_line(exc)
-            logger.exception("retention: unexpected error (next try in %.0f s)", self._interval)
-        else:
-            self.last_deleted, self.last_error = deleted, None
-            logger.info(
-                "retention: deleted %d rows older than %g days in %.1f s",
-                deleted,
-                self._days,
-                time.monotonic() - started,
-            )
