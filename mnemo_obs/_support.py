@@ -76,5 +76,6 @@ def _reset_all_after_fork() -> None:
     # them. Its connections are left alone: psycopg2 does not close a
     # connection in a process other than the one that opened it, so
     # dropping them cannot end the parent's session.
+    # A writer closed before the fork stays closed in the child.
     for writer in list(LIVE):
-        writer._reset()
+        writer._reset(closed=writer._state == "closed")
