@@ -7,6 +7,7 @@ the ``mnemo_obs.install`` function with the module.)
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -63,14 +64,22 @@ class Installation:
     def close(self, timeout: float | None = None) -> bool:
         """Flush and stop the writer, stop retention, close the collector's connections.
 
+        Everything shares one deadline, ``timeout`` seconds from the call
+        (None: the writer's ``shutdown_timeout``, 5 s): a purge blocked on a
+        lock is cancelled, and a server that stopped answering is left
+        behind, never waited on past it.
+
         Returns:
             True when every queued row was written within ``timeout``.
         """
+        if timeout is None:
+            timeout = self.writer._shutdown_timeout
+        deadline = time.monotonic() + timeout
         try:
             flushed = self.writer.close(timeout)
         finally:
             if self.retention is not None:
-                self.retention.stop(timeout)
+                self.retention.stop(max(0.0, deadline - time.monotonic()))
             self.collector.close()
         return flushed
 
@@ -79,6 +88,24 @@ class Installation:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _add_first(app: falcon.App, middleware: MetricsMiddleware) -> None:
+    """Put ``middleware`` first, so it sees every request and its process_response runs last.
+
+    First, a request that the app's own middleware refuses (a 401 from an
+    auth middleware, a 429 from a rate limiter) still gets its row and its
+    X-Trace-ID, and X-Trace-ID is added to Access-Control-Expose-Headers
+    after a CORS middleware has set it. Falcon has no public way to insert
+    a middleware; its list is re-prepared by ``add_middleware([])``.
+    """
+    unprepared = getattr(app, "_unprepared_middleware", None)
+    if isinstance(unprepared, list):
+        unprepared.insert(0, middleware)
+        app.add_middleware([])
+    else:  # a Falcon we do not know: last is still better than nothing
+        log.warning("mnemo_obs: cannot put its middleware first on this Falcon; appended")
+        app.add_middleware(middleware)
 
 
 def _check_path(name: str, path: str) -> str:
@@ -115,14 +142,16 @@ def install(
     retention_days: int | None = None,
     retention_options: Mapping[str, Any] | None = None,
     cache_ttl: float = MetricsCollector.CACHE_TTL,
+    summary_timeout: float = MetricsCollector.TIMEOUT,
 ) -> Installation:
     """Record every request of ``app`` and serve the summary and health routes.
 
     Adds a :class:`MetricsMiddleware` (through ``app.add_middleware``, which
     Falcon 3.1 and 4 accept at any time, even after the first request) and
-    the routes ``{prefix}/summary`` and ``health_path``. The middleware runs
-    after the app's own middleware, so their ``process_request`` time is not
-    in the latency. Nothing connects here: the writer's thread starts on the
+    the routes ``{prefix}/summary`` and ``health_path``. The middleware goes
+    first, before the app's own: it sees every request, including those
+    the app's middleware refuses, and the latency includes their time.
+    Nothing connects here: the writer's thread starts on the
     first row, and the collector connects on the first summary.
 
     Args:
@@ -151,6 +180,9 @@ def install(
             ``metric_type`` (e.g. ``{"interval": 3600}``); only with
             ``retention_days``.
         cache_ttl: seconds the summary is reused (default 2).
+        summary_timeout: seconds the summary waits for PostgreSQL at most
+            (default 5); past it, its api and postgres sections report the
+            timeout, whatever the server does.
 
     Returns:
         An :class:`Installation`; call its ``close()`` at shutdown to flush.
@@ -201,7 +233,9 @@ def install(
         if value is not None
     }
 
-    collector = MetricsCollector(dsn, redis_url=redis_url, cache_ttl=cache_ttl)
+    collector = MetricsCollector(
+        dsn, redis_url=redis_url, cache_ttl=cache_ttl, timeout=summary_timeout
+    )
     writer: MetricsWriter | None = None
     try:
         writer = MetricsWriter(dsn, **writer_settings)
@@ -218,7 +252,7 @@ def install(
             writer.close(0)
         collector.close()
         raise
-    app.add_middleware(middleware)
+    _add_first(app, middleware)
     app.add_route(summary_path, SummaryResource(collector, writer=writer, token=resolved_token))
     if health_path is not None:
         app.add_route(health_path, HealthResource())

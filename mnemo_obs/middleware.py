@@ -79,6 +79,15 @@ class MetricsMiddleware(Recorder):
             if state is None:  # skipped, or our process_request did not run
                 return
             started, wall, trace_id, token = state
+            status = resp.status
+            if resp.media is not None and resp.text is None and resp.data is None:
+                # Falcon serialises media after the middleware: done here
+                # (Falcon keeps the result), the latency is what the client
+                # waits for. A streamed body (resp.stream) is not included.
+                try:
+                    resp.render_body()
+                except Exception:  # Falcon will fail the same way and answer 500
+                    status = 500
             latency_ms = (_perf_counter() - started) * 1000.0
             # try/except, not contextlib.suppress: that costs a context manager per request.
             try:  # noqa: SIM105
@@ -95,7 +104,7 @@ class MetricsMiddleware(Recorder):
                 req.method[:METHOD_MAX],
                 # The raw status ("200 OK", an int or an HTTPStatus, by Falcon
                 # version and app): the writer thread turns it into a number.
-                resp.status,
+                status,
                 trace_id,
             )
         except Exception as exc:

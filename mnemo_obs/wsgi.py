@@ -67,13 +67,13 @@ class MetricsWSGIMiddleware(Recorder):
         incoming = environ.get(TRACE_ENVIRON_KEY)
         trace_id = (incoming and valid_trace_id(incoming)) or new_trace_id()
         environ[ENVIRON_KEY] = trace_id
-        status: list[str] = []
+        status: list[Any] = []  # [status line, when start_response was called]
 
         def traced_start_response(
             status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
             try:
-                status[:] = [status_line]
+                status[:] = [status_line, _perf_counter()]
                 existing = [
                     value
                     for name, value in headers
@@ -97,21 +97,30 @@ class MetricsWSGIMiddleware(Recorder):
         try:
             result = self.app(environ, traced_start_response)
         except Exception:
-            self._record(environ, started, wall, "500", trace_id)
+            self._record(environ, started, wall, "500", trace_id, None)
             raise
         finally:
             _current.reset(token)
         if status:
-            self._record(environ, started, wall, status[0], trace_id)
+            self._record(environ, started, wall, status[0], trace_id, None)
             return result
         # start_response not called yet: the app answers lazily, on iteration.
         return _RecordOnClose(result, self, environ, started, wall, status, trace_id)
 
     def _record(
-        self, environ: dict[str, Any], started: float, wall: float, status: str, trace_id: str
+        self,
+        environ: dict[str, Any],
+        started: float,
+        wall: float,
+        status: str,
+        trace_id: str,
+        ended: float | None,
     ) -> None:
         try:
-            latency_ms = (_perf_counter() - started) * 1000.0
+            # Until the app returned (or, for an app that answers lazily,
+            # until it started its response): what Falcon's middleware
+            # measures too. Streaming a body after that is not included.
+            latency_ms = ((ended or _perf_counter()) - started) * 1000.0
             method = environ.get("REQUEST_METHOD", "GET")
             endpoint = None
             if self._endpoint_of is not None:
@@ -119,6 +128,12 @@ class MetricsWSGIMiddleware(Recorder):
                     endpoint = self._endpoint_of(environ)
                 except Exception as exc:
                     self._failed("endpoint_of", exc)
+                if endpoint is not None and not isinstance(endpoint, str):
+                    self._failed(
+                        "endpoint_of",
+                        TypeError(f"endpoint_of returned {type(endpoint).__name__}, not str"),
+                    )
+                    endpoint = None
                 endpoint = endpoint or UNMATCHED
             else:
                 endpoint = _BY_METHOD.get(method, _OTHER)
@@ -138,7 +153,7 @@ class _RecordOnClose:
         environ: dict[str, Any],
         started: float,
         wall: float,
-        status: list[str],
+        status: list[Any],
         trace_id: str,
     ) -> None:
         self._result = result
@@ -155,4 +170,7 @@ class _RecordOnClose:
             if close is not None:
                 close()
         finally:
-            self._owner._record(environ, started, wall, status[0] if status else "", trace_id)
+            if status:
+                self._owner._record(environ, started, wall, status[0], trace_id, status[1])
+            else:
+                self._owner._record(environ, started, wall, "", trace_id, None)

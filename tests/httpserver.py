@@ -1,0 +1,48 @@
+"""A real waitress server for a test, and a plain HTTP client with a timeout."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import waitress
+
+
+@contextmanager
+def serving(app: Any, *, threads: int = 4) -> Iterator[int]:
+    """Serve ``app`` with waitress on 127.0.0.1 in a thread; yield its port."""
+    socket_map: dict[int, object] = {}
+    server = waitress.create_server(app, map=socket_map, host="127.0.0.1", port=0, threads=threads)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield server.effective_port
+    finally:
+        server.task_dispatcher.shutdown()
+        waitress.wasyncore.close_all(socket_map)
+        thread.join(10)
+
+
+def get(
+    port: int, path: str, *, headers: dict[str, str] | None = None, timeout: float = 30
+) -> tuple[int, dict[str, str], Any]:
+    """GET ``path``: (status, headers, body as JSON when it is JSON, else bytes).
+
+    ``timeout`` bounds the whole wait; a server that never answers fails the test.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        head = {name.lower(): value for name, value in resp.getheaders()}
+    finally:
+        conn.close()
+    body: Any = data
+    if head.get("content-type", "").startswith("application/json"):
+        body = json.loads(data)
+    return resp.status, head, body
