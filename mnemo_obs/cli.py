@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from . import db, retention, schema
-from .errors import DatabaseError, MnemoObsError
+from .errors import DatabaseError, MnemoObsError, PurgeSkipped
 
 PROG = "mnemo-obs"
 
@@ -107,6 +107,16 @@ def _positive_days(text: str) -> float:
     return days
 
 
+def _lock_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 to 3600, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -149,6 +159,7 @@ def _cmd_purge(args: argparse.Namespace) -> int:
         metric_type=args.type,
         dry_run=args.dry_run,
         progress=_Progress(sys.stderr),
+        lock_timeout=args.lock_timeout,
     )
     elapsed = time.monotonic() - started
     what = f"{args.type} rows" if args.type else "rows"
@@ -202,6 +213,14 @@ def make_parser() -> argparse.ArgumentParser:
     )
     purge.add_argument(
         "--dry-run", action="store_true", help="count the rows that would go, delete nothing"
+    )
+    purge.add_argument(
+        "--lock-timeout",
+        type=_lock_seconds,
+        default=retention.LOCK_TIMEOUT,
+        metavar="S",
+        help="seconds a batch may wait for a lock, and this purge for another one to end, "
+        "before giving up (default: %(default)g); a skipped purge exits 3",
     )
     _add_dsn(purge)
     purge.set_defaults(handler=_cmd_purge)
@@ -261,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.handler(args))
+    except PurgeSkipped as exc:
+        print(f"{PROG}: skipped: {exc}", file=sys.stderr)
+        return 3
     except MnemoObsError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

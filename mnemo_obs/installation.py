@@ -29,7 +29,14 @@ log = logging.getLogger("mnemo_obs")
 DEFAULT_SKIP_PATHS = ("/health", "/metrics")
 # The RetentionScheduler arguments retention_options may set (the days and
 # the DSN come from install()'s own arguments).
-RETENTION_OPTIONS = ("interval", "first_delay", "jitter", "batch_size", "metric_type")
+RETENTION_OPTIONS = (
+    "interval",
+    "first_delay",
+    "jitter",
+    "batch_size",
+    "metric_type",
+    "lock_timeout",
+)
 
 
 class Installation:

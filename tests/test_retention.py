@@ -164,26 +164,6 @@ def test_concurrent_inserts_during_a_purge_lose_no_row(dsn: str) -> None:
     assert ids_left(dsn) == set(inserted)
 
 
-def test_two_purges_at_once_share_the_work(dsn: str) -> None:
-    old = insert_aged(dsn, [31 + i / 1000 for i in range(2000)])
-    recent = insert_aged(dsn, RECENT_AGES)
-    results: list[int] = []
-    barrier = threading.Barrier(2, timeout=TIMEOUT)
-
-    def run() -> None:
-        barrier.wait()
-        results.append(purge(dsn, older_than_days=30, batch_size=50))
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
-    assert len(results) == 2
-    assert sum(results) == len(old)
-    assert ids_left(dsn) == set(recent)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [

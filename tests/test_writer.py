@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from mnemo_obs import ConfigurationError, MetricsWriter
 
-from .recording import FAST_RETRY, fetch, wait_child
+from .recording import FAST_RETRY, fetch, wait_child, wait_until
 from .servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,8 @@ def test_nothing_opens_or_starts_before_the_first_row(dsn: str, make_writer: Any
     assert sessions(dsn, "lazy-start-test") == 1
     assert writer.close(timeout=10)
     assert writer_threads() == threads_before
-    assert sessions(dsn, "lazy-start-test") == 0
+    # The backend ends after the client has closed: wait for the server to see it.
+    wait_until("the writer's session to end", lambda: sessions(dsn, "lazy-start-test") == 0)
 
 
 def test_record_writes_the_row_it_was_given(dsn: str, make_writer: Any) -> None:

@@ -1,4 +1,4 @@
-"""The writer's books: every row offered is in exactly one place, at every read, whatever happens."""
+"""The writer's books: every row offered is in exactly one place, at every read."""
 
 from __future__ import annotations
 

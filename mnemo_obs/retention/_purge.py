@@ -147,7 +147,7 @@ def purge(
     days = _validate(older_than_days, batch_size, metric_type)
     if progress is not None and not callable(progress):
         raise ConfigurationError(f"progress must be callable, got {progress!r}")
-    wait = _number("lock_timeout", lock_timeout, low=0, high=3600)
+    wait = _number("lock_timeout", lock_timeout, low=0, high=3600, low_ok=True)
     dsn: str | None = None
     if isinstance(dsn_or_conn, psycopg2.extensions.connection):
         conn, owned = dsn_or_conn, False

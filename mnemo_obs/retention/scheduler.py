@@ -63,7 +63,7 @@ class RetentionScheduler:
         self._interval = _number("interval", interval, low=0, high=year)
         self._first_delay = _number("first_delay", first_delay, low=0, high=year, low_ok=True)
         self._jitter = _number("jitter", jitter, low=0, high=1, low_ok=True)
-        self._lock_timeout = _number("lock_timeout", lock_timeout, low=0, high=3600)
+        self._lock_timeout = _number("lock_timeout", lock_timeout, low=0, high=3600, low_ok=True)
         self._dsn = db.resolve_dsn(dsn)
         self._batch_size = batch_size
         self._metric_type = metric_type
