@@ -17,7 +17,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from . import db, schema
+from . import db
 from ._copy import Formatter, Interrupted, write_lines
 from .errors import DatabaseError
 
@@ -42,8 +42,7 @@ class DrainThreads:
     _wake: threading.Event
     _abandon: threading.Event
     _abandoned: set[int]
-    _create_schema: bool
-    _schema_ready: bool
+    _ensure_schema: Any
     _taken: int
     _in_flight: dict[int, int]
     _flush_waiters: int
@@ -145,10 +144,7 @@ class DrainThreads:
         return conn
 
     def _connect(self) -> Any:
-        if not self._schema_ready:
-            # create_schema=True: idempotent, under the migration's advisory lock.
-            schema.apply_schema(self._dsn)
-            self._schema_ready = True
+        self._ensure_schema()  # with create_schema=True, once
         conn = db.connect(
             self._dsn, application_name=self._application_name, client_encoding="UTF8"
         )

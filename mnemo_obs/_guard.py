@@ -25,8 +25,15 @@ METHOD_MAX = 32
 def paths(name: str, values: Iterable[str]) -> tuple[str, ...]:
     """Validate a skip list: strings that start with ``/``."""
     if isinstance(values, str):
-        raise ConfigurationError(f"{name} must be an iterable of paths, not the string {values!r}")
-    result = tuple(values)
+        raise ConfigurationError(
+            f"{name} must be a list of paths, such as [{values!r}], not the string {values!r}"
+        )
+    try:
+        result = tuple(values)
+    except TypeError:
+        raise ConfigurationError(
+            f"{name} must be a list of paths, such as ['/health'], not {values!r}"
+        ) from None
     for value in result:
         if not isinstance(value, str) or not value.startswith("/"):
             raise ConfigurationError(f"{name}: {value!r} is not a path starting with '/'")

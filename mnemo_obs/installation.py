@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import falcon
 import falcon.asgi
@@ -19,10 +19,9 @@ from .collectors import MetricsCollector
 from .errors import ConfigurationError
 from .middleware import MetricsMiddleware
 from .resources import DEFAULT_PREFIX, HealthResource, SummaryResource, resolve_token
+from .retention import RetentionScheduler
+from .retention._purge import MAX_DAYS, _number
 from .writer import MetricsWriter
-
-if TYPE_CHECKING:
-    from .retention import RetentionScheduler
 
 log = logging.getLogger("mnemo_obs")
 
@@ -97,6 +96,22 @@ class Installation:
         self.close()
 
 
+def _check_app(app: object) -> None:
+    """Refuse what is not a WSGI Falcon app, saying what to use instead."""
+    if isinstance(app, falcon.App) and not isinstance(app, falcon.asgi.App):
+        return
+    if isinstance(app, falcon.asgi.App):
+        raise ConfigurationError("install() needs a WSGI falcon.App, not falcon.asgi.App")
+    kind = type(app)
+    name = f"{kind.__module__.split('.')[0]}.{kind.__qualname__}"
+    hint = (
+        "wrap it with mnemo_obs.MetricsWSGIMiddleware instead (README: Any WSGI app)"
+        if callable(app)
+        else "pass the falcon.App itself"
+    )
+    raise ConfigurationError(f"install() is for Falcon apps, got a {name}: {hint}")
+
+
 def _add_first(app: falcon.App, middleware: MetricsMiddleware) -> None:
     """Put ``middleware`` first, so it sees every request and its process_response runs last.
 
@@ -150,6 +165,7 @@ def install(
     retention_options: Mapping[str, Any] | None = None,
     cache_ttl: float = MetricsCollector.CACHE_TTL,
     summary_timeout: float = MetricsCollector.TIMEOUT,
+    create_schema: bool = False,
 ) -> Installation:
     """Record every request of ``app`` and serve the summary and health routes.
 
@@ -164,7 +180,8 @@ def install(
     Args:
         app: a ``falcon.App`` (WSGI; ``falcon.asgi.App`` is refused).
         dsn: PostgreSQL DSN of the ``metrics`` table; defaults to
-            ``$MNEMO_OBS_DSN``. Apply the schema first (``mnemo-obs migrate``).
+            ``$MNEMO_OBS_DSN``. Apply the schema first (``mnemo-obs migrate``),
+            or pass ``create_schema=True``.
         redis_url: the Redis the summary reports on; defaults to
             ``$MNEMO_OBS_REDIS_URL``; unset means none.
         token: bearer token for the summary; defaults to ``$MNEMO_OBS_TOKEN``;
@@ -180,8 +197,9 @@ def install(
         skip_prefixes: path prefixes not recorded (default none).
         max_queue, batch_size, flush_interval, writers: the
             :class:`MetricsWriter` settings; None keeps its defaults.
-        retention_days: when set, delete rows older than this many days,
-            once a day, in a background thread (:class:`RetentionScheduler`).
+        retention_days: when set, delete rows older than this many days
+            (fractions allowed, as ``mnemo-obs purge --days``), once a day,
+            in a background thread (:class:`RetentionScheduler`).
         retention_options: more ``RetentionScheduler`` arguments, among
             ``interval``, ``first_delay``, ``jitter``, ``batch_size`` and
             ``metric_type`` (e.g. ``{"interval": 3600}``); only with
@@ -190,6 +208,9 @@ def install(
         summary_timeout: seconds the summary waits for PostgreSQL at most
             (default 5); past it, its api and postgres sections report the
             timeout, whatever the server does.
+        create_schema: apply the schema at the first connection (idempotent,
+            safe from several processes at once) instead of expecting
+            ``mnemo-obs migrate`` to have run.
 
     Returns:
         An :class:`Installation`; call its ``close()`` at shutdown to flush.
@@ -198,22 +219,18 @@ def install(
         ConfigurationError: a bad setting, a missing DSN, an ASGI app, mnemo_obs
             already installed on ``app``, or a route already taken.
     """
-    if not isinstance(app, falcon.App):
-        raise ConfigurationError(f"install() needs a falcon.App, got {type(app).__name__}")
-    if isinstance(app, falcon.asgi.App):
-        raise ConfigurationError("install() needs a WSGI falcon.App, not falcon.asgi.App")
+    _check_app(app)
     if any(isinstance(m, MetricsMiddleware) for m in getattr(app, "_unprepared_middleware", ())):
         raise ConfigurationError("mnemo_obs is already installed on this app")
     prefix = _check_path("prefix", prefix).rstrip("/")
     summary_path = f"{prefix}/summary"
     if health_path is not None:
         _check_path("health_path", health_path)
-    if retention_days is not None and (
-        isinstance(retention_days, bool)
-        or not isinstance(retention_days, int)
-        or retention_days < 1
-    ):
-        raise ConfigurationError(f"retention_days must be an int >= 1, got {retention_days!r}")
+    if retention_days is not None:
+        # What `mnemo-obs purge --days` accepts: fractions too.
+        retention_days = _number("retention_days", retention_days, low=0, high=MAX_DAYS)
+    if not isinstance(create_schema, bool):
+        raise ConfigurationError(f"create_schema must be True or False, got {create_schema!r}")
     retention_options = dict(retention_options or {})
     if retention_options and retention_days is None:
         raise ConfigurationError("retention_options needs retention_days")
@@ -240,12 +257,12 @@ def install(
         if value is not None
     }
 
-    collector = MetricsCollector(
-        dsn, redis_url=redis_url, cache_ttl=cache_ttl, timeout=summary_timeout
-    )
-    writer: MetricsWriter | None = None
+    writer = MetricsWriter(dsn, create_schema=create_schema, **writer_settings)
+    collector: MetricsCollector | None = None
     try:
-        writer = MetricsWriter(dsn, **writer_settings)
+        collector = MetricsCollector(
+            dsn, redis_url=redis_url, cache_ttl=cache_ttl, timeout=summary_timeout, writer=writer
+        )
         middleware = MetricsMiddleware(
             writer,
             skip_paths=tuple(dict.fromkeys((*skip_paths, *own_paths))),
@@ -255,9 +272,9 @@ def install(
             _start_retention(dsn, retention_days, retention_options) if retention_days else None
         )
     except BaseException:
-        if writer is not None:
-            writer.close(0)
-        collector.close()
+        writer.close(0)
+        if collector is not None:
+            collector.close()
         raise
     _add_first(app, middleware)
     app.add_route(summary_path, SummaryResource(collector, writer=writer, token=resolved_token))
@@ -279,10 +296,7 @@ def install(
     )
 
 
-def _start_retention(dsn: str, days: int, options: dict[str, Any]) -> RetentionScheduler:
-    # Imported here: only apps that ask for retention load its module.
-    from .retention import RetentionScheduler
-
+def _start_retention(dsn: str, days: float, options: dict[str, Any]) -> RetentionScheduler:
     scheduler = RetentionScheduler(dsn=dsn, older_than_days=days, **options)
     scheduler.start()
     return scheduler

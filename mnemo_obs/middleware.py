@@ -37,8 +37,8 @@ class MetricsMiddleware(Recorder):
     lists. Put it first in the middleware list: its ``process_response`` then
     runs last, after any CORS middleware has set that header.
 
-    Paths in ``skip_paths`` (exact) or under ``skip_prefixes`` are passed
-    through untouched: no row, no trace id.
+    Paths in ``skip_paths`` (exact) or under ``skip_prefixes`` get no row;
+    they still get a trace id, its header, and the id on their log records.
 
     Args:
         writer: where rows go (its ``submit_request``).
@@ -57,15 +57,17 @@ class MetricsMiddleware(Recorder):
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
-            path = req.path
-            if path in self._skip_paths or (
-                self._skip_prefixes and path.startswith(self._skip_prefixes)
-            ):
-                return
             incoming = req.env.get(TRACE_ENVIRON_KEY)
             trace_id = (incoming and valid_trace_id(incoming)) or new_trace_id()
             context = req.context
             context.trace_id = trace_id
+            path = req.path
+            if path in self._skip_paths or (
+                self._skip_prefixes and path.startswith(self._skip_prefixes)
+            ):
+                # Skipped: a trace id and its header like any request, but no row.
+                context._mnemo_obs = (None, 0.0, trace_id, _current.set(trace_id))
+                return
             context._mnemo_obs = (_perf_counter(), _time(), trace_id, _current.set(trace_id))
         except Exception as exc:
             self._failed("process_request", exc)
@@ -76,9 +78,12 @@ class MetricsMiddleware(Recorder):
         # Guarded whole: an exception here would turn the app's response into a 500.
         try:
             state = getattr(req.context, "_mnemo_obs", None)
-            if state is None:  # skipped, or our process_request did not run
+            if state is None:  # our process_request did not run
                 return
             started, wall, trace_id, token = state
+            if started is None:  # a skipped path
+                self._finish(resp, trace_id, token)
+                return
             status = resp.status
             if resp.media is not None and resp.text is None and resp.data is None:
                 # Falcon serialises media after the middleware: done here
@@ -89,13 +94,12 @@ class MetricsMiddleware(Recorder):
                 except Exception:  # Falcon will fail the same way and answer 500
                     status = 500
             latency_ms = (_perf_counter() - started) * 1000.0
-            # try/except, not contextlib.suppress: that costs a context manager per request.
+            # Inlined (not _finish): this is the path every recorded request takes.
             try:  # noqa: SIM105
                 _current.reset(token)
             except ValueError:  # set in another context: nothing of ours to undo
                 pass
             resp.set_header(TRACE_HEADER, trace_id)
-            # Appended to what the app set (Falcon joins with ", "), in one call.
             resp.append_header(EXPOSE_HEADER, TRACE_HEADER)
             self._submit(
                 wall,
@@ -109,3 +113,15 @@ class MetricsMiddleware(Recorder):
             )
         except Exception as exc:
             self._failed("process_response", exc)
+
+    @staticmethod
+    def _finish(resp: falcon.Response, trace_id: str, token: Any) -> None:
+        """Undo the context variable and set the trace id headers (skipped paths)."""
+        # try/except, not contextlib.suppress: that costs a context manager per request.
+        try:  # noqa: SIM105
+            _current.reset(token)
+        except ValueError:  # set in another context: nothing of ours to undo
+            pass
+        resp.set_header(TRACE_HEADER, trace_id)
+        # Appended to what the app set (Falcon joins with ", "), in one call.
+        resp.append_header(EXPOSE_HEADER, TRACE_HEADER)

@@ -24,7 +24,7 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import Any
 
-from . import db
+from . import db, schema
 from ._drain import DrainThreads
 from ._support import LIVE, Counter, install_process_hooks, positive_float, positive_int
 from .errors import ConfigurationError
@@ -183,6 +183,7 @@ class MetricsWriter(DrainThreads):
         self._flush_waiters = 0
         self._stopping = False
         self._schema_ready = not self._create_schema
+        self._schema_lock = threading.Lock()
         self._written = self._rejected = self._dropped_retries = self._batches = 0
         self._last_error: str | None = None
         self._last_error_at: float | None = None
@@ -400,6 +401,15 @@ class MetricsWriter(DrainThreads):
             stuck,
         )
         return False
+
+    def _ensure_schema(self) -> None:
+        """With ``create_schema=True``, apply the schema once (idempotent, under its lock)."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if not self._schema_ready:
+                schema.apply_schema(self._dsn)
+                self._schema_ready = True
 
     def __enter__(self) -> MetricsWriter:
         return self

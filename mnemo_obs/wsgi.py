@@ -36,8 +36,9 @@ class MetricsWSGIMiddleware(Recorder):
     Args:
         app: the WSGI callable.
         writer: where rows go (its ``submit_request``).
-        skip_paths: exact ``PATH_INFO`` values passed through untouched.
-        skip_prefixes: ``PATH_INFO`` prefixes passed through untouched.
+        skip_paths: exact ``PATH_INFO`` values not recorded (they still get
+            a trace id and its header, but no row).
+        skip_prefixes: ``PATH_INFO`` prefixes not recorded, likewise.
         endpoint_of: ``environ -> str | None``, the route template.
     """
 
@@ -59,14 +60,14 @@ class MetricsWSGIMiddleware(Recorder):
         self._endpoint_of = endpoint_of
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        incoming = environ.get(TRACE_ENVIRON_KEY)
+        trace_id = (incoming and valid_trace_id(incoming)) or new_trace_id()
+        environ[ENVIRON_KEY] = trace_id
         path = environ.get("PATH_INFO", "")
         if path in self._skip_paths or (
             self._skip_prefixes and path.startswith(self._skip_prefixes)
         ):
-            return self.app(environ, start_response)
-        incoming = environ.get(TRACE_ENVIRON_KEY)
-        trace_id = (incoming and valid_trace_id(incoming)) or new_trace_id()
-        environ[ENVIRON_KEY] = trace_id
+            return self._skipped(environ, start_response, trace_id)
         status: list[Any] = []  # [status line, when start_response was called]
 
         def traced_start_response(
@@ -74,18 +75,7 @@ class MetricsWSGIMiddleware(Recorder):
         ) -> Any:
             try:
                 status[:] = [status_line, _perf_counter()]
-                existing = [
-                    value
-                    for name, value in headers
-                    if name.lower() == "access-control-expose-headers"
-                ]
-                headers[:] = [
-                    (name, value)
-                    for name, value in headers
-                    if name.lower() not in ("x-trace-id", "access-control-expose-headers")
-                ]
-                headers.append((TRACE_HEADER, trace_id))
-                headers.append((EXPOSE_HEADER, expose(", ".join(existing))))
+                _add_trace_headers(headers, trace_id)
             except Exception as exc:
                 self._failed("start_response", exc)
             if exc_info is None:
@@ -106,6 +96,28 @@ class MetricsWSGIMiddleware(Recorder):
             return result
         # start_response not called yet: the app answers lazily, on iteration.
         return _RecordOnClose(result, self, environ, started, wall, status, trace_id)
+
+    def _skipped(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], trace_id: str
+    ) -> Any:
+        """A skipped path: the trace id (header, environ, logs) like any request, but no row."""
+
+        def traced_start_response(
+            status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            try:
+                _add_trace_headers(headers, trace_id)
+            except Exception as exc:
+                self._failed("start_response", exc)
+            if exc_info is None:
+                return start_response(status_line, headers)
+            return start_response(status_line, headers, exc_info)
+
+        token = _current.set(trace_id)
+        try:
+            return self.app(environ, traced_start_response)
+        finally:
+            _current.reset(token)
 
     def _record(
         self,
@@ -141,6 +153,18 @@ class MetricsWSGIMiddleware(Recorder):
             self._submit(wall, endpoint, latency_ms, method[:METHOD_MAX], status or 500, trace_id)
         except Exception as exc:
             self._failed("record", exc)
+
+
+def _add_trace_headers(headers: list[tuple[str, str]], trace_id: str) -> None:
+    """X-Trace-ID, and X-Trace-ID added to what Access-Control-Expose-Headers lists."""
+    existing = [value for name, value in headers if name.lower() == "access-control-expose-headers"]
+    headers[:] = [
+        (name, value)
+        for name, value in headers
+        if name.lower() not in ("x-trace-id", "access-control-expose-headers")
+    ]
+    headers.append((TRACE_HEADER, trace_id))
+    headers.append((EXPOSE_HEADER, expose(", ".join(existing))))
 
 
 class _RecordOnClose:

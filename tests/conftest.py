@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import hypothesis
 import pytest
 import redis
 
@@ -21,6 +22,12 @@ from .recording import make_writer  # noqa: F401  (a fixture for the recording t
 from .servers import ExistingPostgres, OwnedPostgres, RedisServer, truncate_metrics
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# In CI, property tests draw the same examples every run: a red build is then
+# a change of ours, never a new random draw.
+hypothesis.settings.register_profile("ci", derandomize=True)
+if IN_CI:
+    hypothesis.settings.load_profile("ci")
 
 
 def _unavailable(what: str, exc: BaseException) -> None:

@@ -58,7 +58,8 @@ def no_crlf(headers: Any) -> bool:
 # Latin-1 text, as a WSGI server hands it over, with and without a period_hours= in front.
 _LATIN1 = st.text(st.characters(min_codepoint=0, max_codepoint=0xFF), max_size=40)
 QUERIES = st.one_of(
-    _LATIN1,
+    # A leading "?" is refused by Falcon's test client itself, before the app.
+    _LATIN1.map(lambda text: text.lstrip("?")),
     _LATIN1.map(lambda text: f"period_hours={text}"),
     st.floats().map(lambda number: f"period_hours={number!r}"),
     st.binary(max_size=12).map(lambda raw: "period_hours=" + urllib.parse.quote_from_bytes(raw)),
@@ -221,7 +222,8 @@ def test_every_monitoring_request_without_the_token_is_a_bare_401(installed: Any
                 status, headers, body = raw_request(port, request)
                 assert status == 401, (query, authorization)
                 assert headers["www-authenticate"] == 'Bearer realm="mnemo_obs"'
-                assert "x-trace-id" not in headers  # the summary is never recorded
+                # A trace id like every response; the summary is never recorded.
+                assert UUID4.fullmatch(headers["x-trace-id"])
                 bodies.add(body)
         status, _headers, body = raw_request(
             port,

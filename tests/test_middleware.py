@@ -41,6 +41,12 @@ class Forbidden:
         raise falcon.HTTPForbidden(title="no", headers={"Access-Control-Expose-Headers": "X-A"})
 
 
+class Logged:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        log.info("a skipped request logs")
+        resp.media = {"trace_id": current_trace_id()}
+
+
 class Plain:
     def on_get(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
         resp.text = "ok"
@@ -159,13 +165,32 @@ def test_an_invalid_incoming_trace_id_is_replaced(client: Any, dsn: str, given: 
     assert list(by_trace(dsn)) == [trace_id]
 
 
-def test_skipped_paths_are_untouched(dsn: str, make_writer: Any) -> None:
+def test_skipped_paths_get_a_trace_id_but_no_row(
+    dsn: str, make_writer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     writer = make_writer(dsn)
     app, _ = build_app(writer, skip_prefixes=["/static/"])
+    app.add_route("/health/logged", Logged())
     test_client = falcon.testing.TestClient(app)
+    given = "0b6a1f2c-3d4e-4f50-8a61-7b8c9d0e1f20"
     for path in ("/health", "/static/app.js"):
         result = test_client.simulate_get(path)
-        assert result.status_code == 200 and "X-Trace-ID" not in result.headers
+        assert result.status_code == 200 and UUID4.fullmatch(result.headers["X-Trace-ID"])
+        assert "X-Trace-ID" in result.headers["Access-Control-Expose-Headers"]
+        kept = test_client.simulate_get(path, headers={"X-Trace-ID": given})
+        assert kept.headers["X-Trace-ID"] == given
+    # Log records of a skipped request carry its id too.
+    from mnemo_obs import TraceIdFilter
+
+    caplog.handler.addFilter(TraceIdFilter())
+    app2, _ = build_app(writer, skip_prefixes=["/health"])
+    app2.add_route("/health/logged", Logged())
+    with caplog.at_level(logging.INFO, logger="tests.app"):
+        logged = falcon.testing.TestClient(app2).simulate_get("/health/logged")
+    assert logged.json == {"trace_id": logged.headers["X-Trace-ID"]}
+    assert [r.trace_id for r in caplog.records if r.name == "tests.app"] == [
+        logged.headers["X-Trace-ID"]
+    ]
     test_client.simulate_get("/items/1")
     assert writer.flush(timeout=10)
     assert [r["metric_name"] for r in fetch(dsn)] == ["/items/{item_id}"]

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import psycopg2.pool
     import redis
 
+    from ..writer import MetricsWriter
+
 log = logging.getLogger("mnemo_obs.collectors")
 
 REDIS_URL_ENV = "MNEMO_OBS_REDIS_URL"
@@ -73,10 +75,18 @@ class MetricsCollector:
             sections report the timeout. PostgreSQL reads run on one
             background thread per collector (``mnemo_obs.summary``), so a
             server that stops answering holds that thread, never a caller's.
+        writer: the :class:`~mnemo_obs.MetricsWriter` of this process. A
+            fresh collection first flushes it (``FLUSH_WAIT``, 0.5 s at most),
+            so a summary right after some requests counts them; with
+            ``create_schema=True`` on it, the schema is applied before the
+            first read.
     """
 
     CACHE_TTL = 2.0
     TIMEOUT = 5.0
+    # Long enough to write a few batches, short enough that a summary with
+    # the database down still answers at once.
+    FLUSH_WAIT = 0.5
 
     def __init__(
         self,
@@ -92,6 +102,7 @@ class MetricsCollector:
         slow_query_ms: float = PostgresCollector.SLOW_QUERY_MS,
         disk_path: str = "/",
         timeout: float = TIMEOUT,
+        writer: MetricsWriter | None = None,
         _clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if (
@@ -105,6 +116,7 @@ class MetricsCollector:
         redis_timeout = check_positive("redis_timeout", redis_timeout)
         self._redis_timeout = redis_timeout
         self._timeout = check_positive("timeout", timeout)
+        self._writer = writer
         if redis_client is not None and redis_url:
             raise ValueError("pass redis_url or redis_client, not both")
         self._connections = PgConnections(
@@ -147,6 +159,10 @@ class MetricsCollector:
         return self._cache.get(hours, lambda: self._collect(hours), wait=wait)
 
     def _collect(self, hours: float) -> dict[str, Any]:
+        if self._writer is not None:
+            # This process's rows first, so the summary counts them; bounded,
+            # so a database that is down or frozen costs half a second.
+            self._writer.flush(self.FLUSH_WAIT)
         deadline = time.monotonic() + self._timeout
         result: dict[str, Any] = {}
         try:
@@ -181,6 +197,11 @@ class MetricsCollector:
 
     def _read_pg(self, hours: float) -> dict[str, Any]:
         """The PostgreSQL sections, run on the reader thread."""
+        if self._writer is not None:
+            try:
+                self._writer._ensure_schema()
+            except MnemoObsError as exc:
+                return {name: {"error": str(exc)} for name in PG_SECTIONS}
         return {
             "api": self._section("api", lambda: self.api.collect(hours)),
             "postgres": self._section("postgres", self.postgres.collect),
