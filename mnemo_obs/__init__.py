@@ -17,6 +17,7 @@ from .wsgi import MetricsWSGIMiddleware
 
 if TYPE_CHECKING:
     from .installation import Installation, install
+    from .serving import serve
 
 __version__ = "0.1.0"
 
@@ -33,13 +34,19 @@ __all__ = [
     "apply_schema",
     "current_trace_id",
     "install",
+    "serve",
 ]
 
 
 def __getattr__(name: str) -> object:
-    # install() needs Falcon: loaded on first use, so `import mnemo_obs` stays Falcon-free.
+    # install() needs Falcon and serve() waitress: loaded on first use, so
+    # `import mnemo_obs` stays light.
     if name in ("install", "Installation"):
         from . import installation
 
         return getattr(installation, name)
+    if name == "serve":
+        from .serving import serve
+
+        return serve
     raise AttributeError(f"module 'mnemo_obs' has no attribute {name!r}")

@@ -7,6 +7,7 @@ import itertools
 import math
 import os
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -50,7 +51,8 @@ def positive_float(name: str, value: object, *, zero: bool = False) -> float:
 
 # -- process-wide hooks, installed with the first started writer ------------
 
-LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+LIVE: weakref.WeakSet[Any] = weakref.WeakSet()  # writers that have started
+INSTALLATIONS: weakref.WeakSet[Any] = weakref.WeakSet()  # what install() set up
 _hooks_installed = False
 _hooks_lock = threading.Lock()
 
@@ -69,6 +71,18 @@ def install_process_hooks() -> None:
 def _close_all() -> None:
     for writer in list(LIVE):
         writer.close()
+
+
+def close_everything(timeout: float) -> bool:
+    """Close every installation and writer of this process within one ``timeout``.
+
+    Returns True when every queued row was written.
+    """
+    deadline = time.monotonic() + timeout
+    flushed = True
+    for closeable in [*INSTALLATIONS, *LIVE]:  # an installation closes its writer first
+        flushed = closeable.close(max(0.0, deadline - time.monotonic())) and flushed
+    return flushed
 
 
 def _reset_all_after_fork() -> None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from . import db, retention, schema
+from . import __version__, db, retention, schema
 from .errors import DatabaseError, MnemoObsError, PurgeSkipped
 
 PROG = "mnemo-obs"
@@ -67,10 +67,20 @@ def _threads(text: str) -> int:
     return int(text)
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from . import serve  # waitress and the demo app load only for this command
+def _token(text: str) -> str:
+    from .resources import _TOKEN_RE  # the same rule as install(token=)
 
-    return serve.run(
+    if not _TOKEN_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            "a token is letters, digits and -._~+/ (then optional =), with no spaces"
+        )
+    return text
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from . import demo_server  # waitress and the demo app load only for this command
+
+    return demo_server.run(
         dsn=args.dsn,
         redis_url=args.redis_url,
         token=args.token,
@@ -83,6 +93,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_summary(args: argparse.Namespace) -> int:
     from .collectors import MetricsCollector
 
+    if not args.verbose:
+        # A failing section is the one line printed below: not also a warning.
+        logging.getLogger("mnemo_obs.collectors").setLevel(logging.CRITICAL)
     with MetricsCollector(db.resolve_dsn(args.dsn), redis_url=args.redis_url, cache_ttl=0) as c:
         summary = c.collect_all(args.period_hours)
     # The database is what the summary is about: without it, say why in one line.
@@ -176,10 +189,21 @@ def make_parser() -> argparse.ArgumentParser:
         "stored in PostgreSQL.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # -v is also accepted after the command (mnemo-obs purge -v ...).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log debug messages to stderr",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     migrate = commands.add_parser(
         "migrate",
+        parents=[common],
         help="create the metrics table, its indexes and comments (idempotent)",
         description="Create the metrics table, its indexes and comments if they are "
         "missing. Safe to run again: a migrated database is left as it is.",
@@ -189,6 +213,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     purge = commands.add_parser(
         "purge",
+        parents=[common],
         help="delete metrics older than --days, in short batches",
         description="Delete the metrics rows older than --days, in batches that are each "
         "their own short transaction, so the app keeps writing meanwhile. Run it from cron.",
@@ -227,6 +252,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
+        parents=[common],
         help="serve a demo app with mnemo_obs installed (waitress)",
         description="Serve a small demo Falcon app with mnemo_obs installed, applying the "
         "schema first. With no DSN it starts a throwaway PostgreSQL, deleted on exit. "
@@ -239,7 +265,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _add_redis_url(serve)
     serve.add_argument(
-        "--token", help="bearer token for the summary (default: $MNEMO_OBS_TOKEN; open when unset)"
+        "--token",
+        type=_token,
+        help="bearer token for the summary (default: $MNEMO_OBS_TOKEN; open when unset)",
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
@@ -254,6 +282,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser(
         "summary",
+        parents=[common],
         help="print the summary JSON, read straight from PostgreSQL, Redis and this host",
         description="Print the summary (api, redis, postgres, system) as JSON. "
         "An unreachable server gives one line on stderr and exit status 2.",
@@ -274,8 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mnemo-obs`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     parser = make_parser()
     args = parser.parse_args(argv)
+    # Only serve reports its progress; other commands print their result,
+    # and a failure as one line.
+    quiet = logging.INFO if args.command == "serve" else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -15,6 +15,8 @@ import falcon
 import falcon.asgi
 
 from . import db
+from ._guard import paths
+from ._support import INSTALLATIONS
 from .collectors import MetricsCollector
 from .errors import ConfigurationError
 from .middleware import MetricsMiddleware
@@ -66,6 +68,7 @@ class Installation:
         self.retention = retention
         self.summary_path = summary_path
         self.token_required = token_required
+        INSTALLATIONS.add(self)  # for mnemo_obs.serve(): closed at SIGTERM
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush and stop the writer, stop retention, close the collector's connections.
@@ -222,6 +225,8 @@ def install(
     _check_app(app)
     if any(isinstance(m, MetricsMiddleware) for m in getattr(app, "_unprepared_middleware", ())):
         raise ConfigurationError("mnemo_obs is already installed on this app")
+    skip_paths = paths("skip_paths", skip_paths)
+    skip_prefixes = paths("skip_prefixes", skip_prefixes)
     prefix = _check_path("prefix", prefix).rstrip("/")
     summary_path = f"{prefix}/summary"
     if health_path is not None:

@@ -23,7 +23,7 @@ import waitress.wasyncore
 
 from mnemo_obs.demo import make_app
 from mnemo_obs.installation import install
-from mnemo_obs.serve import _bind
+from mnemo_obs.serving import bind as _bind
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import ConfigurationError
+
 MB = 1024 * 1024
 GB = 1024 * MB
 
@@ -41,12 +43,12 @@ def percent(part: float | int, whole: float | int) -> float | None:
 
 
 def check_positive(name: str, value: float, *, maximum: float | None = None) -> float:
-    """Return ``value`` as a float when finite, > 0 (and <= maximum); else raise ValueError."""
+    """``value`` as a float when finite, > 0 (and <= maximum); else ConfigurationError."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+        raise ConfigurationError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(number) or number <= 0 or (maximum is not None and number > maximum):
         bound = f" and <= {maximum:g}" if maximum is not None else ""
-        raise ValueError(f"{name} must be a finite number > 0{bound}, got {value!r}")
+        raise ConfigurationError(f"{name} must be a finite number > 0{bound}, got {value!r}")
     return number

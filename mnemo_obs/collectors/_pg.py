@@ -18,7 +18,7 @@ import psycopg2.extensions
 import psycopg2.pool
 
 from .. import db
-from ..errors import DatabaseError
+from ..errors import ConfigurationError, DatabaseError
 from ._base import check_positive
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
@@ -65,13 +65,13 @@ class PgConnections:
         statement_timeout: float = STATEMENT_TIMEOUT,
     ) -> None:
         if isinstance(maxconn, bool) or not isinstance(maxconn, int) or maxconn < 1:
-            raise ValueError(f"maxconn must be an int >= 1, got {maxconn!r}")
+            raise ConfigurationError(f"maxconn must be an int >= 1, got {maxconn!r}")
         if (
             isinstance(connect_timeout, bool)
             or not isinstance(connect_timeout, int)
             or connect_timeout < 1
         ):
-            raise ValueError(
+            raise ConfigurationError(
                 f"connect_timeout must be an int >= 1 (seconds), got {connect_timeout!r}"
             )
         seconds = check_positive("statement_timeout", statement_timeout)

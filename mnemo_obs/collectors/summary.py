@@ -118,7 +118,7 @@ class MetricsCollector:
         self._timeout = check_positive("timeout", timeout)
         self._writer = writer
         if redis_client is not None and redis_url:
-            raise ValueError("pass redis_url or redis_client, not both")
+            raise ConfigurationError("pass redis_url or redis_client, not both")
         self._connections = PgConnections(
             dsn,
             pool=pool,

@@ -7,6 +7,7 @@ from typing import Any
 
 import psutil
 
+from ..errors import ConfigurationError
 from ._base import GB, MB, rounded
 
 
@@ -30,7 +31,7 @@ class SystemCollector:
 
     def __init__(self, *, disk_path: str = "/") -> None:
         if not isinstance(disk_path, str) or not os.path.isdir(disk_path):
-            raise ValueError(f"disk_path must be an existing directory, got {disk_path!r}")
+            raise ConfigurationError(f"disk_path must be an existing directory, got {disk_path!r}")
         self._disk_path = disk_path
         psutil.cpu_percent(interval=None)  # the baseline: the first call always says 0.0
 
