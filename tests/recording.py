@@ -42,11 +42,13 @@ def fetch(dsn: str, where: str = "TRUE", params: tuple[Any, ...] = ()) -> list[d
 
 
 def readme_example(name: str) -> str:
-    """The python block that follows ``<!-- example: NAME -->`` in the README."""
-    text = README.read_text(encoding="utf-8")
-    match = re.search(rf"<!-- example: {name} -->\n```python\n(.*?)```", text, re.S)
-    assert match, f"README has no example {name!r}"
-    return match.group(1)
+    """The python block that follows ``<!-- example: NAME -->`` in the README or docs/."""
+    for page in (README, *sorted((README.parent / "docs").glob("*.md"))):
+        text = page.read_text(encoding="utf-8")
+        match = re.search(rf"<!-- example: {name} -->\n```python\n(.*?)```", text, re.S)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"no example {name!r} in the README or docs/")
 
 
 @pytest.fixture

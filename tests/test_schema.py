@@ -1,4 +1,4 @@
-"""The metrics schema, applied to a real PostgreSQL, is exactly the seed's."""
+"""The metrics schema, applied to a real PostgreSQL, is exactly the reference design's."""
 
 from __future__ import annotations
 

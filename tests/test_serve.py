@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -238,3 +239,19 @@ def test_help_lists_the_new_commands(capsys: pytest.CaptureFixture[str]) -> None
             main([command, "--help"])
         out = capsys.readouterr().out
         assert all(flag in out for flag in flags)
+
+
+def test_the_readme_curl_block_pasted_at_once_shows_its_counts(dsn: str) -> None:
+    """The README's block: four requests, then at once the summary that counts them."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("pasted at once:\n\n```sh\n", 1)[1].split("```", 1)[0]
+    urls = [re.findall(r"http://\S+?(?='|\s|$)", line)[0] for line in block.splitlines()]
+    assert len(urls) == 5 and urls[-1].endswith("/api/monitoring/advanced/summary")
+    with serving("--dsn", dsn, env={}) as (proc, base):
+        paths = [url.replace("http://127.0.0.1:8001", "") for url in urls]
+        statuses = [get(f"{base}{path}")[0] for path in paths[:-1]]
+        assert statuses == [200, 404, 500, 200]
+        status, body = get(f"{base}{paths[-1]}")
+        assert status == 200
+        assert json.loads(body)["api"]["request_count"] == 4
+        stop(proc, signal.SIGTERM)

@@ -29,7 +29,7 @@ WHERE metric_type = 'api'
   AND value < 'Infinity'::float8 AND value > '-Infinity'::float8
 """
 
-# Ten years would pass too, but a month is the retention the seed plans for
+# Ten years would pass too, but a month is the retention the reference plans for
 # and keeps a careless dashboard from sorting the whole table.
 MAX_PERIOD_HOURS = 720.0
 

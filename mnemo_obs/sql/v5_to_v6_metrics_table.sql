@@ -1,4 +1,4 @@
--- mnemo_obs schema: the `metrics` table (EPIC-22 story 22.1, migration v5 -> v6).
+-- mnemo_obs schema: the `metrics` table, one row per measurement (a request, a gauge).
 -- Idempotent: every statement can run again on a migrated database and change nothing.
 -- gen_random_uuid() is built in since PostgreSQL 13.
 
