@@ -32,6 +32,7 @@ setup(
             "testing.postgresql>=1.3",
             "hypothesis>=6",
             "flask>=2.2",
+            "gunicorn>=21",
         ],
         "bench": [
             "testing.postgresql>=1.3",
