@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg2
+import psycopg2.extensions
+
+from mnemo_obs import schema
 
 
 @dataclass
@@ -23,8 +27,40 @@ def truncate_metrics(dsn: str) -> None:
     try:
         with conn, conn.cursor() as cur:
             cur.execute("TRUNCATE metrics")
+            cur.execute("SELECT to_regclass('metrics_rollups') IS NOT NULL")
+            if cur.fetchone()[0]:
+                cur.execute("TRUNCATE metrics_rollups")
     finally:
         conn.close()
+
+
+@contextmanager
+def raw_only_database(dsn: str) -> Iterator[str]:
+    """A database beside ``dsn``'s with the metrics table and no rollup tables, dropped after.
+
+    A writer there writes as before rollups existed: one COPY per batch.
+    """
+    params = psycopg2.extensions.parse_dsn(dsn)
+    name = f"{params.get('dbname', 'postgres')}_raw_only"
+    admin = psycopg2.connect(dsn)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cur.execute(f'CREATE DATABASE "{name}"')
+        params["dbname"] = name
+        raw_dsn = " ".join(f"{key}='{value}'" for key, value in params.items())
+        conn = psycopg2.connect(raw_dsn)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(dict(schema.migration_files())["v5_to_v6_metrics_table.sql"])
+        finally:
+            conn.close()
+        yield raw_dsn
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 def interleave(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:

@@ -206,7 +206,7 @@ def run(ctx: Context) -> str:
     try:
         conn = psycopg2.connect(ctx.dsn)
         with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE metrics")
+            cur.execute("TRUNCATE metrics, metrics_rollups")
         conn.close()
 
         writer.record("api", "warm-up", 0.0)  # start its thread, to read its CPU clock

@@ -65,7 +65,7 @@ def _make_template(cur: psycopg2.extensions.cursor, n: int) -> None:
 
 def _refill(cur: psycopg2.extensions.cursor) -> None:
     """Fresh table and indexes, built the same way before every variant."""
-    cur.execute("TRUNCATE metrics")
+    cur.execute("TRUNCATE metrics, metrics_rollups")
     for index in ("idx_metrics_type_time", "idx_metrics_time", "idx_metrics_name"):
         cur.execute(f"DROP INDEX IF EXISTS {index}")
     cur.execute("DROP INDEX IF EXISTS idx_metrics_type_name_time")
@@ -171,7 +171,7 @@ def run(ctx: Context) -> str:
         interleave(dict(reversed(main_pair.items())), 1)
     finally:
         cur.execute(f"DROP TABLE IF EXISTS {_TEMPLATE}")
-        cur.execute("TRUNCATE metrics")
+        cur.execute("TRUNCATE metrics, metrics_rollups")
         _restore_indexes(cur)
         cur.close()
         conn.close()

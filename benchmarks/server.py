@@ -143,7 +143,7 @@ def run(ctx: Context) -> str:
     server_core, wrk_core = _cores()
     conn = psycopg2.connect(ctx.dsn)
     with conn, conn.cursor() as cur:
-        cur.execute("TRUNCATE metrics")
+        cur.execute("TRUNCATE metrics, metrics_rollups")
     conn.close()
 
     names = ("bare app", "with MetricsMiddleware + MetricsWriter")

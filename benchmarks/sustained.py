@@ -36,7 +36,7 @@ def _truncate_and_count(dsn: str, truncate: bool) -> int:
             cur.execute("SELECT count(*) FROM metrics")
             count = int(cur.fetchone()[0])
             if truncate:
-                cur.execute("TRUNCATE metrics")
+                cur.execute("TRUNCATE metrics, metrics_rollups")
             return count
     finally:
         conn.close()

@@ -1,4 +1,4 @@
-"""Rows to binary COPY tuples, and a batch into the ``metrics`` table in one round trip.
+"""Rows to binary COPY tuples: the encoding half of the writer (``_batch`` sends them).
 
 COPY beat ``execute_values`` here by about 1.6x in rows/s at half the
 Python CPU per row (``python -m benchmarks --only writer``); the CPU
@@ -13,24 +13,12 @@ with ``json``'s own string encoder, so no value can break a field or a row.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import struct
 from json.encoder import encode_basestring_ascii as _json_str
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import psycopg2
-
-from .db import first_line
-
-if TYPE_CHECKING:
-    import psycopg2.extensions
-
-COPY_SQL = (
-    "COPY metrics (timestamp, metric_type, metric_name, value, metadata) "
-    "FROM STDIN WITH (FORMAT binary)"
-)
 NAME_MAX = 100  # metric_name is VARCHAR(100): longer names are cut, not rejected.
 UNMATCHED = "<unmatched>"
 
@@ -50,7 +38,6 @@ _general = struct.Struct(">6sq")  # row start + timestamp; the rest is joined
 # A JSON "\u0000" escape that is not itself an escaped backslash followed by
 # "u0000": jsonb refuses NUL, so it is removed like NUL in text fields.
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
-_COPY_LINE = re.compile(r"COPY metrics, line (\d+)")
 # Per-writer caches of packed parts; routes are few, but record() names are
 # the caller's (and methods the client's), so the caches are emptied past this size.
 _CACHE_MAX = 4096
@@ -88,9 +75,14 @@ class Formatter:
     is built here, on the writer thread, never on the request path.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, service: str = "") -> None:
         self._api: dict[tuple[Any, str, str], tuple[Any, bytes, bytes, bytes]] = {}
         self._names: dict[str, bytes] = {}
+        self._service = service
+        # The service goes in every row's metadata, after the endpoint.
+        self._service_json = (
+            f'"service": {_json_str(service.replace(chr(0), ""))}, ' if service else ""
+        )
 
     def lines(self, rows: list[tuple[Any, ...]]) -> tuple[list[bytes], int, str | None]:
         """Return one encoded tuple per row, how many rows could not be encoded, and why."""
@@ -149,7 +141,7 @@ class Formatter:
         # metric_name, the latency's length.
         name = _text("api") + self._name(endpoint) + _FLOAT_LENGTH
         prefix = (
-            f'{{"endpoint": {_json_str(endpoint.replace(chr(0), ""))}, '
+            f'{{"endpoint": {_json_str(endpoint.replace(chr(0), ""))}, {self._service_json}'
             f'"method": {_json_str(method.replace(chr(0), ""))}, "status_code": {code}, '
             '"trace_id": "'
         ).encode()
@@ -198,6 +190,8 @@ class Formatter:
     def _general(self, row: tuple[Any, ...]) -> bytes:
         ts, metric_type, metric_name, value, metadata = row
         meta = "{}"
+        if self._service and (metadata is None or "service" not in metadata):
+            metadata = {**(metadata or {}), "service": self._service}
         if metadata:
             meta = json.dumps(metadata, default=str, separators=(",", ":"))
             if "\\u0000" in meta:
@@ -214,77 +208,3 @@ class Formatter:
                 _jsonb(meta),
             )
         )
-
-
-class Interrupted(Exception):
-    """The connection failed during a batch: what is left to write, and the cause."""
-
-    def __init__(self, remaining: list[bytes], written: int, rejected: int, cause: BaseException):
-        super().__init__(str(cause))
-        self.remaining = remaining
-        self.written = written
-        self.rejected = rejected
-        self.cause = cause
-
-
-def _copy(conn: psycopg2.extensions.connection, lines: list[bytes]) -> None:
-    # The connection is in autocommit: the COPY commits by itself, so a
-    # batch is one round trip (no BEGIN, no COMMIT).
-    data = b"".join((HEADER, *lines, TRAILER))
-    # One read of the whole batch: psycopg2 releases and retakes the GIL
-    # around each chunk it sends, and while request threads are busy each
-    # retake can wait a full switch interval (5 ms); 8 KiB chunks made that
-    # a dozen waits per batch.
-    with conn.cursor() as cur:
-        cur.copy_expert(COPY_SQL, io.BytesIO(data), size=len(data) + 1)
-
-
-def _bad_line(exc: psycopg2.Error, size: int) -> int | None:
-    """Index of the line PostgreSQL names in a COPY error, if it names one in range."""
-    context = getattr(getattr(exc, "diag", None), "context", None) or ""
-    match = _COPY_LINE.search(context)
-    if match is None:
-        return None
-    index = int(match.group(1)) - 1
-    return index if 0 <= index < size else None
-
-
-def write_lines(
-    conn: psycopg2.extensions.connection, lines: list[bytes]
-) -> tuple[int, int, str | None]:
-    """COPY ``lines``; return (rows written, rows rejected, first rejection message).
-
-    A data error (a constraint, a value the column refuses) costs only its
-    own row: COPY names the line, so the rows before it are written again
-    and the rest goes on; without a line number the chunk is halved. Any
-    other failure is the connection's, and raises :class:`Interrupted` with
-    the rows not yet written.
-    """
-    written = rejected = 0
-    error = None
-    stack = [lines]
-    while stack:
-        chunk = stack.pop()
-        try:
-            _copy(conn, chunk)
-        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-            rejected_now, pieces = _split(chunk, _bad_line(exc, len(chunk)))
-            rejected += rejected_now
-            if rejected_now and error is None:
-                error = first_line(exc)
-            stack.extend(reversed([piece for piece in pieces if piece]))
-        except Exception as exc:
-            remaining = [line for piece in stack for line in piece] + chunk
-            raise Interrupted(remaining, written, rejected, exc) from exc
-        else:
-            written += len(chunk)
-    return written, rejected, error
-
-
-def _split(chunk: list[bytes], bad: int | None) -> tuple[int, list[list[bytes]]]:
-    if bad is not None:
-        return 1, [chunk[:bad], chunk[bad + 1 :]]
-    if len(chunk) == 1:
-        return 1, []
-    half = len(chunk) // 2
-    return 0, [chunk[:half], chunk[half:]]

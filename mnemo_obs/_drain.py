@@ -12,13 +12,15 @@ import threading
 import time
 from collections import deque
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 
 from . import db
-from ._copy import Formatter, Interrupted, write_lines
+from ._batch import DIRECT, Interrupted, Target, prepare, write_lines
+from ._copy import Formatter
 from .errors import DatabaseError
 
 log = logging.getLogger("mnemo_obs.writer")
@@ -43,6 +45,8 @@ class DrainThreads:
     _abandon: threading.Event
     _abandoned: set[int]
     _ensure_schema: Any
+    _service: str
+    _warned_no_rollups: bool
     _taken: int
     _in_flight: dict[int, int]
     _flush_waiters: int
@@ -79,8 +83,8 @@ class DrainThreads:
             self._wake.clear()
 
     def _run(self) -> None:
-        formatter = Formatter()
-        conn = None
+        formatter = Formatter(service=self._service)
+        conn: _Link | None = None
         try:
             while True:
                 taken = self._take()
@@ -105,23 +109,23 @@ class DrainThreads:
                         self._settled.notify_all()
         finally:
             if conn is not None:
-                _close_quietly(conn)
+                _close_quietly(conn.conn)
 
-    def _deliver(self, conn: Any, start: int, lines: list[bytes]) -> Any:
+    def _deliver(self, conn: _Link | None, start: int, lines: list[bytes]) -> _Link | None:
         """Write ``lines``, reconnecting and backing off until done or given up."""
         failures = 0
         while lines:
             try:
                 if conn is None:
                     conn = self._connect()
-                written, rejected, error = write_lines(conn, lines)
+                written, rejected, error = write_lines(conn.conn, lines, conn.target)
             except Interrupted as exc:
                 self._count(start, written=exc.written, rejected=exc.rejected)
                 lines, cause = exc.remaining, db.explain(exc.cause, self._dsn)
-                conn = _close_quietly(conn)
+                conn = _close_link(conn)
             except DatabaseError as exc:  # connect() failed
                 cause = str(exc)
-                conn = _close_quietly(conn)
+                conn = _close_link(conn)
             else:
                 self._count(start, written=written, rejected=rejected, error=error, batch=True)
                 if rejected:
@@ -143,25 +147,32 @@ class DrainThreads:
                 return conn
         return conn
 
-    def _connect(self) -> Any:
+    def _connect(self) -> _Link:
         self._ensure_schema()  # with create_schema=True, once
         conn = db.connect(
             self._dsn, application_name=self._application_name, client_encoding="UTF8"
         )
         conn.autocommit = True
         options = psycopg2.extensions.parse_dsn(self._dsn).get("options", "")
-        if self._statement_timeout_ms and "statement_timeout" not in options:
-            # A SET rather than a startup option, which poolers such as
-            # PgBouncer refuse; one round trip per connection.
-            try:
+        try:
+            if self._statement_timeout_ms and "statement_timeout" not in options:
+                # A SET rather than a startup option, which poolers such as
+                # PgBouncer refuse; one round trip per connection.
                 with conn.cursor() as cur:
                     cur.execute("SET statement_timeout = %s", (self._statement_timeout_ms,))
-            except psycopg2.Error as exc:
-                _close_quietly(conn)
-                raise DatabaseError(
-                    f"setting statement_timeout: {db.explain(exc, self._dsn)}"
-                ) from exc
-        return conn
+            target = prepare(conn)
+        except psycopg2.Error as exc:
+            _close_quietly(conn)
+            raise DatabaseError(
+                f"preparing the writer's connection: {db.explain(exc, self._dsn)}"
+            ) from exc
+        if target is DIRECT and not self._warned_no_rollups:
+            self._warned_no_rollups = True
+            log.warning(
+                "no rollup tables: rows are written, but reads scan them; run `mnemo-obs "
+                "migrate` (or pass create_schema=True) for reads that stay fast"
+            )
+        return _Link(conn, target)
 
     def _count(
         self,
@@ -191,6 +202,19 @@ class DrainThreads:
             if error is not None:
                 self._last_error = error
                 self._last_error_at = now
+
+
+@dataclass
+class _Link:
+    """A writer thread's connection and where its batches go."""
+
+    conn: Any
+    target: Target
+
+
+def _close_link(link: _Link | None) -> None:
+    if link is not None:
+        _close_quietly(link.conn)
 
 
 def _close_quietly(conn: Any) -> None:

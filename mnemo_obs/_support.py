@@ -5,10 +5,12 @@ from __future__ import annotations
 import atexit
 import itertools
 import math
+import numbers
 import os
 import threading
 import time
 import weakref
+from datetime import datetime, timezone
 from typing import Any
 
 from .errors import ConfigurationError
@@ -47,6 +49,39 @@ def positive_float(name: str, value: object, *, zero: bool = False) -> float:
         bound = ">= 0" if zero else "> 0"
         raise ConfigurationError(f"{name} must be a finite number {bound}, not {value!r}")
     return float(value)  # type: ignore[arg-type]
+
+
+SERVICE_ENV = "MNEMO_OBS_SERVICE"
+SERVICE_MAX = 100
+
+
+def resolve_service(service: str | None) -> str:
+    """``service``, else ``$MNEMO_OBS_SERVICE``, else "" (no service); checked.
+
+    Raises:
+        ConfigurationError: not a str, longer than 100 characters, or with
+            control characters.
+    """
+    if service is None:
+        service = os.environ.get(SERVICE_ENV, "")
+    if not isinstance(service, str) or len(service) > SERVICE_MAX or not service.isprintable():
+        raise ConfigurationError(
+            f"service must be a printable str of at most {SERVICE_MAX} characters, not {service!r}"
+        )
+    return service
+
+
+def finite(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, not {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    return number
+
+
+def iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat()
 
 
 # -- process-wide hooks, installed with the first started writer ------------

@@ -164,3 +164,27 @@ def connect(
         raise DatabaseError(
             f"cannot connect to PostgreSQL at {describe(dsn)}: {explain(exc, dsn)}"
         ) from exc
+
+
+def cancel_backend(dsn: str, pid: int) -> None:
+    """Ask the server to cancel what backend ``pid`` runs, from a connection of its own.
+
+    Never ``connection.cancel()``: psycopg2 holds the GIL through libpq's
+    PQcancel, which waits for the server's answer, so a server that stopped
+    answering would stop every thread of the process. Connecting and
+    querying release the GIL, and both are bounded here. Errors are ignored:
+    the statement may have ended meanwhile, or the server be gone.
+    """
+    conn = None
+    try:
+        conn = connect(dsn, application_name="mnemo_obs.cancel", connect_timeout=2)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET statement_timeout = 2000")
+            cur.execute("SELECT pg_cancel_backend(%s)", (pid,))
+    except Exception:  # nothing more to do: best effort by nature
+        pass
+    finally:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()

@@ -16,24 +16,23 @@ at the door (``dropped_queue_full``, ``dropped_closed``) or accepted
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
 from typing import Any
 
-from . import db, schema
+from . import db
 from ._drain import DrainThreads
-from ._support import LIVE, Counter, install_process_hooks, positive_float, positive_int
+from ._lifecycle import Lifecycle
+from ._support import Counter, finite, iso, positive_float, positive_int, resolve_service
 from .errors import ConfigurationError
+from .rollups.compaction import Compactor
 from .schema import METRIC_TYPES
 
 log = logging.getLogger("mnemo_obs.writer")
 
 
-class MetricsWriter(DrainThreads):
+class MetricsWriter(Lifecycle, DrainThreads):
     """Write metric rows to the ``metrics`` table in batches, off the request path.
 
     Nothing opens or starts at construction: the threads and their
@@ -69,6 +68,15 @@ class MetricsWriter(DrainThreads):
         application_name: shown in ``pg_stat_activity``.
         create_schema: apply the schema (``mnemo-obs migrate``) on the first
             connection, idempotently, instead of expecting it to be there.
+        service: the name of the app, when several share one table
+            (``$MNEMO_OBS_SERVICE``; default none). It goes in every row's
+            metadata as ``"service"`` and in the rollups' key, and every read
+            can select it.
+        maintain_rollups: run the background job that turns the rows into
+            rollups and keeps them small (a thread, ``mnemo_obs.rollups``,
+            started with the writer's; one process at a time does the work).
+            Turn it off only where another process, or ``mnemo-obs rollup
+            --compact`` from cron, does it.
     """
 
     MAX_QUEUE = 10_000
@@ -105,6 +113,8 @@ class MetricsWriter(DrainThreads):
         statement_timeout: float | None = None,
         application_name: str = "mnemo_obs.writer",
         create_schema: bool = False,
+        service: str | None = None,
+        maintain_rollups: bool = True,
     ) -> None:
         self._dsn = db.resolve_dsn(dsn)
         self._max_queue = positive_int(
@@ -157,6 +167,12 @@ class MetricsWriter(DrainThreads):
         if not isinstance(create_schema, bool):
             raise ConfigurationError(f"create_schema must be True or False, not {create_schema!r}")
         self._create_schema = create_schema
+        self._service = resolve_service(service)
+        if not isinstance(maintain_rollups, bool):
+            raise ConfigurationError(
+                f"maintain_rollups must be True or False, not {maintain_rollups!r}"
+            )
+        self._maintain_rollups = maintain_rollups
         self._reset()
 
     def _reset(self, *, closed: bool = False) -> None:
@@ -184,6 +200,8 @@ class MetricsWriter(DrainThreads):
         self._stopping = False
         self._schema_ready = not self._create_schema
         self._schema_lock = threading.Lock()
+        self._warned_no_rollups = False
+        self._compactor: Compactor | None = None
         self._written = self._rejected = self._dropped_retries = self._batches = 0
         self._last_error: str | None = None
         self._last_error_at: float | None = None
@@ -248,8 +266,8 @@ class MetricsWriter(DrainThreads):
             )
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict or None, not {metadata!r}")
-        number = _finite("value", value)
-        stamp = time.time() if timestamp is None else _finite("timestamp", timestamp)
+        number = finite("value", value)
+        stamp = time.time() if timestamp is None else finite("timestamp", timestamp)
         row = (stamp, metric_type, metric_name, number, dict(metadata) if metadata else None)
         queue = self._queue
         if len(queue) < self._limit:
@@ -298,119 +316,6 @@ class MetricsWriter(DrainThreads):
                 self._dropped_closed.bump()
                 return False
 
-    def _start(self) -> None:
-        install_process_hooks()
-        LIVE.add(self)
-        for index in range(self._writers):
-            name = "mnemo_obs.writer" if index == 0 else f"mnemo_obs.writer-{index + 1}"
-            thread = threading.Thread(target=self._run, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        self._limit = self._max_queue
-        self._state = "running"
-
-    # -- control ------------------------------------------------------------
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every row queued before the call is written, rejected or given up.
-
-        Returns False if ``timeout`` seconds pass first (None: no limit),
-        for example while the database is down.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            target = self._taken + len(self._queue)
-            self._flush_waiters += 1
-        try:
-            self._wake.set()
-            with self._settled:
-                while (min(self._in_flight) if self._in_flight else self._taken) < target:
-                    if self._state != "running" and not any(t.is_alive() for t in self._threads):
-                        return False
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return False
-                    # Bounded so a flush never outlives the threads it waits on.
-                    self._settled.wait(0.5 if remaining is None else min(remaining, 0.5))
-            return True
-        finally:
-            with self._lock:
-                self._flush_waiters -= 1
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Write what is queued, then stop the threads and close their connections.
-
-        Returns True if every row accepted before the close was written (or
-        rejected by the database) within ``timeout`` seconds (None:
-        ``shutdown_timeout``). Otherwise the rows still unwritten are
-        dropped and counted as ``dropped_after_retries``, including a batch
-        stuck in a write to a server that stopped answering (should that
-        write complete later, its rows move to ``written``). A second or
-        concurrent call waits for the first and returns the same answer.
-        Rows submitted after close are refused and counted as
-        ``dropped_closed``.
-        """
-        timeout = self._shutdown_timeout if timeout is None else timeout
-        deadline = time.monotonic() + max(0.0, timeout)
-        # A concurrent close waits for the first one: its answer is the truth.
-        if not self._close_lock.acquire(timeout=max(0.0, timeout) + self._ABANDON_GRACE + 1):
-            return False
-        try:
-            if self._close_result is None:
-                self._close_result = self._close(deadline)
-            return self._close_result
-        finally:
-            self._close_lock.release()
-
-    def _close(self, deadline: float) -> bool:
-        with self._start_lock:
-            was_running = self._state == "running"
-            self._state = "closed"
-            self._limit = 0
-        if not was_running:
-            return True
-        with self._lock:
-            self._stopping = True
-        self._wake.set()
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        if not any(thread.is_alive() for thread in self._threads):
-            return True
-        # Threads waiting to retry stop at once and count what they held; a
-        # thread stuck in a write to a hung server is left to finish alone,
-        # its batch counted as dropped now (moved to written if it lands).
-        self._abandon.set()
-        with self._lock:
-            left = len(self._queue)
-            self._queue.clear()
-            self._taken += left
-            self._dropped_retries += left
-        for thread in self._threads:
-            thread.join(self._ABANDON_GRACE)
-        with self._lock:
-            stuck = sum(self._in_flight.values())
-            for start, remaining in self._in_flight.items():
-                self._dropped_retries += remaining
-                self._in_flight[start] = 0
-                self._abandoned.add(start)
-            self._settled.notify_all()
-        log.error(
-            "closed with %d rows unwritten (%d in a write that did not return); "
-            "they are counted as dropped",
-            left + stuck,
-            stuck,
-        )
-        return False
-
-    def _ensure_schema(self) -> None:
-        """With ``create_schema=True``, apply the schema once (idempotent, under its lock)."""
-        if self._schema_ready:
-            return
-        with self._schema_lock:
-            if not self._schema_ready:
-                schema.apply_schema(self._dsn)
-                self._schema_ready = True
-
     def __enter__(self) -> MetricsWriter:
         return self
 
@@ -441,22 +346,9 @@ class MetricsWriter(DrainThreads):
                 # Healthy: no write has failed since the last one that succeeded.
                 "healthy": error_at is None or (write_at is not None and write_at >= error_at),
                 "last_error": self._last_error,
-                "last_error_at": _iso(error_at),
-                "last_write_at": _iso(write_at),
+                "last_error_at": iso(error_at),
+                "last_write_at": iso(write_at),
             }
 
     def __repr__(self) -> str:
         return f"<MetricsWriter {db.describe(self._dsn)} {self._state}>"
-
-
-def _finite(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, not {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, not {value!r}")
-    return number
-
-
-def _iso(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat()

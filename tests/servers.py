@@ -21,7 +21,7 @@ def truncate_metrics(dsn: str) -> None:
     conn = psycopg2.connect(dsn)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE metrics")
+            cur.execute("TRUNCATE metrics, metrics_rollups")
     finally:
         conn.close()
 

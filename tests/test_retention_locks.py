@@ -128,7 +128,7 @@ def test_close_keeps_one_deadline_while_a_purge_waits_on_a_lock(
         )
         scheduler = handle.retention
         assert scheduler is not None
-        wait_until("the purge to be under way", lambda: scheduler._conn is not None)
+        wait_until("the purge to be under way", lambda: scheduler._pid is not None)
         closed: list[bool] = []
         closer = threading.Thread(target=lambda: closed.append(handle.close(timeout=1)))
         started = time.monotonic()

@@ -101,10 +101,18 @@ def test_applying_twice_is_a_no_op(dsn: str) -> None:
         dsn,
         "INSERT INTO metrics (metric_type, metric_name, value) VALUES ('api', 'x', 1) RETURNING id",
     )
-    assert apply_schema(dsn) == ["v5_to_v6_metrics_table.sql"]
-    assert apply_schema(dsn) == ["v5_to_v6_metrics_table.sql"]
+    files = ["v5_to_v6_metrics_table.sql", "v6_to_v7_metrics_rollups.sql"]
+    covered = query(dsn, "SELECT covered_since FROM metrics_rollups_state")
+    assert apply_schema(dsn) == files
+    assert apply_schema(dsn) == files
     assert query(dsn, "SELECT count(*) FROM metrics") == [(1,)]
     assert query(dsn, "SELECT count(*) FROM pg_indexes WHERE tablename = 'metrics'") == [(5,)]
+    # The rollups: their own tables; applying again keeps their state.
+    assert query(dsn, "SELECT count(*) FROM pg_indexes WHERE tablename = 'metrics_rollups'") == [
+        (2,)
+    ]
+    assert query(dsn, "SELECT covered_since FROM metrics_rollups_state") == covered
+    assert len(covered) == 1
 
 
 def test_missing_dsn_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,7 +112,9 @@ class PgConnections:
             connect_timeout=self._connect_timeout,
             options=options,
         )
-        conn.autocommit = True
+        # Each use is one read-only transaction with one snapshot: a read of
+        # rollups, pending rows and raw rows sees them all at one moment.
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         return conn
 
     def _take(self) -> psycopg2.extensions.connection:
@@ -137,6 +139,7 @@ class PgConnections:
             raise
 
     def _give_back(self, conn: psycopg2.extensions.connection, broken: bool) -> None:
+        broken = broken or not _end_transaction(conn)
         with self._lock:
             keep = not (broken or conn.closed or self._closed) and len(self._idle) < self._KEEP_IDLE
             if keep:
@@ -148,10 +151,11 @@ class PgConnections:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
-        """Lend a connection; errors become one-line :class:`DatabaseError`.
+        """Lend a connection inside a read-only REPEATABLE READ transaction, ended after.
 
-        A connection that failed is closed rather than kept, so the next use
-        after a database restart gets a fresh one.
+        Errors become one-line :class:`DatabaseError`. A connection that
+        failed is closed rather than kept, so the next use after a database
+        restart gets a fresh one.
         """
         if self._given_pool is not None:
             with self._borrowed() as conn:
@@ -162,8 +166,7 @@ class PgConnections:
         try:
             yield conn
         except psycopg2.Error as exc:
-            # A failed statement leaves an autocommit connection usable; a
-            # lost server or a cancelled query may not: start afresh.
+            # A lost server or a cancelled query may leave it unusable: start afresh.
             broken = True
             raise DatabaseError(
                 f"PostgreSQL at {self.where}: {db.explain(exc, self._dsn)}"
@@ -195,9 +198,13 @@ class PgConnections:
             autocommit = conn.autocommit
             try:
                 with conn.cursor() as cur:
-                    if autocommit:
-                        cur.execute("BEGIN")
-                    # Ends with our transaction: the app's setting is untouched.
+                    # Ours, with one snapshot, ended before the return; the
+                    # app's settings are untouched.
+                    cur.execute(
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                        if autocommit
+                        else "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                    )
                     cur.execute("SET LOCAL statement_timeout = %s", (self._statement_timeout_ms,))
                 yield conn
             except psycopg2.Error as exc:

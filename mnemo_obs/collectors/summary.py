@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, MnemoObsError
+from ..rollups.reads import normalise_hours
 from ._base import check_positive
 from ._cache import SingleFlightCache
 from ._pg import PgConnections
@@ -31,18 +32,6 @@ log = logging.getLogger("mnemo_obs.collectors")
 REDIS_URL_ENV = "MNEMO_OBS_REDIS_URL"
 SECTIONS = ("api", "redis", "postgres", "system")
 PG_SECTIONS = ("api", "postgres")
-
-
-def normalise_hours(hours: float) -> float:
-    """The window a summary covers: ``hours`` rounded to the minute (to the hour past a day).
-
-    At least one minute. Windows that round alike share one cached summary,
-    so callers asking for many slightly different windows cost one query
-    per grain, not one each.
-    """
-    seconds = hours * 3600.0
-    grain = 60.0 if seconds <= 86400.0 else 3600.0
-    return max(grain, round(seconds / grain) * grain) / 3600.0
 
 
 class MetricsCollector:

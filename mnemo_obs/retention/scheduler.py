@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
@@ -69,7 +68,7 @@ class RetentionScheduler:
         self._metric_type = metric_type
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._conn: Any = None  # the running purge's connection, to cancel it on stop()
+        self._pid: int | None = None  # the running purge's backend, to cancel it on stop()
         self._conn_lock = threading.Lock()
         self.runs = 0
         self.skipped = 0
@@ -100,10 +99,13 @@ class RetentionScheduler:
         if thread is None:
             return True
         with self._conn_lock:
-            conn = self._conn
-        if conn is not None:
+            pid = self._pid
+        if pid is not None:
             threading.Thread(
-                target=_cancel_quietly, args=(conn,), name="mnemo_obs.retention-cancel", daemon=True
+                target=db.cancel_backend,
+                args=(self._dsn, pid),
+                name="mnemo_obs.retention-cancel",
+                daemon=True,
             ).start()
         thread.join(timeout)
         return not thread.is_alive()
@@ -119,10 +121,11 @@ class RetentionScheduler:
             delay = self._interval
 
     def _track(self, conn: Any) -> None:
+        pid = None if conn is None else conn.get_backend_pid()  # no I/O
         with self._conn_lock:
-            self._conn = conn
-        if conn is not None and self._stop.is_set():
-            _cancel_quietly(conn)  # stop() came before the connection existed
+            self._pid = pid
+        if pid is not None and self._stop.is_set():
+            db.cancel_backend(self._dsn, pid)  # stop() came before the connection existed
 
     def _run_once(self, stop: threading.Event) -> None:
         def check_stop(_deleted: int) -> None:
@@ -163,8 +166,3 @@ class RetentionScheduler:
                 self._days,
                 time.monotonic() - started,
             )
-
-
-def _cancel_quietly(conn: Any) -> None:
-    with contextlib.suppress(Exception):  # finished or closed meanwhile: nothing to cancel
-        conn.cancel()
