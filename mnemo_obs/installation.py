@@ -7,7 +7,8 @@ the ``mnemo_obs.install`` function with the module.)
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import falcon
@@ -15,7 +16,9 @@ import falcon.asgi
 
 from . import db
 from .collectors import MetricsCollector
+from .collectors.summary import REDIS_URL_ENV
 from .errors import ConfigurationError
+from .logs import LiveLogs
 from .middleware import MetricsMiddleware
 from .resources import DEFAULT_PREFIX, HealthResource, SummaryResource, resolve_token
 from .writer import MetricsWriter
@@ -41,6 +44,8 @@ class Installation:
         retention: the :class:`RetentionScheduler`, or None without ``retention_days``.
         summary_path: where the summary is served.
         token_required: whether the summary asks for a bearer token.
+        logs: the :class:`~mnemo_obs.logs.LiveLogs` behind the log routes,
+            or None with ``logs=False``.
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class Installation:
         retention: RetentionScheduler | None,
         summary_path: str,
         token_required: bool,
+        logs: LiveLogs | None = None,
     ) -> None:
         self.writer = writer
         self.collector = collector
@@ -59,9 +65,10 @@ class Installation:
         self.retention = retention
         self.summary_path = summary_path
         self.token_required = token_required
+        self.logs = logs
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush and stop the writer, stop retention, close the collector's connections.
+        """Flush and stop the writer, stop retention and live logs, close the connections.
 
         Returns:
             True when every queued row was written within ``timeout``.
@@ -71,6 +78,8 @@ class Installation:
         finally:
             if self.retention is not None:
                 self.retention.stop(timeout)
+            if self.logs is not None:
+                self.logs.close(5.0 if timeout is None else timeout)
             self.collector.close()
         return flushed
 
@@ -115,6 +124,16 @@ def install(
     retention_days: int | None = None,
     retention_options: Mapping[str, Any] | None = None,
     cache_ttl: float = MetricsCollector.CACHE_TTL,
+    logs: bool = True,
+    log_level: str | int = "INFO",
+    log_loggers: Iterable[str] = ("",),
+    log_buffer_size: int = 5000,
+    log_redis_url: str | None = None,
+    log_redis_key: str = "mnemo_obs:logs",
+    log_token: str | None = None,
+    log_max_streams: int = LiveLogs.MAX_STREAMS,
+    log_max_stream_seconds: float = LiveLogs.MAX_STREAM_SECONDS,
+    log_heartbeat_seconds: float = LiveLogs.HEARTBEAT_SECONDS,
 ) -> Installation:
     """Record every request of ``app`` and serve the summary and health routes.
 
@@ -151,6 +170,20 @@ def install(
             ``metric_type`` (e.g. ``{"interval": 3600}``); only with
             ``retention_days``.
         cache_ttl: seconds the summary is reused (default 2).
+        logs: collect log records and serve them at ``{prefix}/logs`` and
+            ``{prefix}/logs/stream`` (default True); False adds neither
+            the handler nor the routes.
+        log_level: the lowest level collected (default INFO).
+        log_loggers: loggers the handler goes on (default ``("",)``: the root).
+        log_buffer_size: records kept in memory per process (default 5,000).
+        log_redis_url: Redis Stream shared by every process; defaults to
+            ``redis_url`` (then ``$MNEMO_OBS_REDIS_URL``); ``""`` for none.
+        log_redis_key: the stream's key (default ``mnemo_obs:logs``).
+        log_token: the token the log routes need; defaults to ``token``
+            (then ``$MNEMO_OBS_TOKEN``). Without any they answer 403.
+        log_max_streams: streams open at once per process (default 2).
+        log_max_stream_seconds: a stream's lifetime (default 60).
+        log_heartbeat_seconds: a ping after this long without a write (default 2).
 
     Returns:
         An :class:`Installation`; call its ``close()`` at shutdown to flush.
@@ -184,12 +217,15 @@ def install(
             f"retention_options: unknown {', '.join(map(repr, unknown))}; "
             f"allowed: {', '.join(RETENTION_OPTIONS)}"
         )
-    for path in (summary_path, health_path):
+    if not isinstance(logs, bool):
+        raise ConfigurationError(f"logs must be True or False, not {logs!r}")
+    log_paths = LiveLogs.paths(prefix) if logs else ()
+    for path in (summary_path, health_path, *log_paths):
         if path is not None:
             _refuse_taken_route(app, path)
     dsn = db.resolve_dsn(dsn)
     resolved_token = resolve_token(token)
-    own_paths = (summary_path,) + ((health_path,) if health_path else ())
+    own_paths = (summary_path, *log_paths) + ((health_path,) if health_path else ())
     writer_settings: dict[str, Any] = {
         key: value
         for key, value in (
@@ -203,7 +239,22 @@ def install(
 
     collector = MetricsCollector(dsn, redis_url=redis_url, cache_ttl=cache_ttl)
     writer: MetricsWriter | None = None
+    live_logs: LiveLogs | None = None
     try:
+        if logs:
+            if log_redis_url is None:
+                log_redis_url = os.environ.get(REDIS_URL_ENV) if redis_url is None else redis_url
+            live_logs = LiveLogs(
+                level=log_level,
+                loggers=log_loggers,
+                buffer_size=log_buffer_size,
+                redis_url=log_redis_url,
+                redis_key=log_redis_key,
+                token=log_token if log_token is not None else token,
+                max_streams=log_max_streams,
+                max_stream_seconds=log_max_stream_seconds,
+                heartbeat_seconds=log_heartbeat_seconds,
+            )
         writer = MetricsWriter(dsn, **writer_settings)
         middleware = MetricsMiddleware(
             writer,
@@ -216,12 +267,17 @@ def install(
     except BaseException:
         if writer is not None:
             writer.close(0)
+        if live_logs is not None:
+            live_logs.close(0)
         collector.close()
         raise
     app.add_middleware(middleware)
     app.add_route(summary_path, SummaryResource(collector, writer=writer, token=resolved_token))
     if health_path is not None:
         app.add_route(health_path, HealthResource())
+    if live_logs is not None:
+        live_logs.add_routes(app, prefix)
+        live_logs.attach()
     log.info(
         "mnemo_obs installed: recording to %s, summary at %s%s",
         db.describe(dsn),
@@ -235,6 +291,7 @@ def install(
         retention=retention,
         summary_path=summary_path,
         token_required=resolved_token is not None,
+        logs=live_logs,
     )
 
 
