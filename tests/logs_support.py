@@ -139,6 +139,7 @@ class SSEClient:
 
     def events(self, kind: str | None = None, count: int = 1) -> list[dict[str, Any]]:
         """Read until ``count`` events (of ``kind``, if given) arrived; each with ``json``."""
+        assert self.status == 200, (self.status, self.resp.read())
         found: list[dict[str, Any]] = []
         while len(found) < count:
             block = self.next_block()
