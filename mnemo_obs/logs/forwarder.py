@@ -144,7 +144,8 @@ class RedisLogForwarder:
             return
         self._sent += len(batch)
         if self._down_since is not None:
-            log.info(
+            # A warning: it reports records lost.
+            log.warning(
                 "live logs: Redis answers again after %.1f s; %d records were not forwarded",
                 time.monotonic() - self._down_since,
                 self._dropped_redis,
