@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -22,6 +23,7 @@ from . import db, embedded, schema
 from .demo import make_app
 from .errors import ConfigurationError
 from .installation import Installation, install
+from .resources import TOKEN_ENV
 
 log = logging.getLogger("mnemo_obs.serve")
 
@@ -37,8 +39,11 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _print_urls(out: IO[str], base: str, installation: Installation) -> None:
+def _print_urls(
+    out: IO[str], base: str, installation: Installation, log_token: str | None = None
+) -> None:
     auth = ' -H "Authorization: Bearer $MNEMO_OBS_TOKEN"' if installation.token_required else ""
+    log_auth = f'-H "Authorization: Bearer {log_token or "$MNEMO_OBS_TOKEN"}"'
     lines = [
         f"mnemo-obs demo serving on {base} (Ctrl-C to stop)",
         "Try:",
@@ -50,6 +55,10 @@ def _print_urls(out: IO[str], base: str, installation: Installation) -> None:
         f"  curl{auth} '{base}{installation.summary_path}?period_hours=24'",
         f"  curl {base}/health",
     ]
+    if installation.logs is not None:
+        lines.append(f"  curl -N {log_auth} {base}{installation.logs.stream_path}")
+    if installation.logs is not None and log_token:
+        lines.append("  (the live logs always need a token: this one was made for this run)")
     print("\n".join(lines), file=out, flush=True)
 
 
@@ -123,13 +132,15 @@ def run(
         dsn = db.resolve_dsn(dsn)
         schema.apply_schema(dsn)
         app = make_app()
-        installation = install(app, dsn=dsn, redis_url=redis_url, token=token)
+        # Logs say more than metrics: without a token, one is made for them alone.
+        log_token = None if token or os.environ.get(TOKEN_ENV) else secrets.token_urlsafe(24)
+        installation = install(app, dsn=dsn, redis_url=redis_url, token=token, log_token=log_token)
         # One socket: waitress then returns a single TcpWSGIServer.
         server = waitress.create_server(
             app, map=socket_map, sockets=[_bind(host, port)], threads=threads
         )
         base = f"http://{_url_host(str(server.effective_host))}:{server.effective_port}"
-        _print_urls(out, base, installation)
+        _print_urls(out, base, installation, log_token)
         server.run()
     except KeyboardInterrupt:
         pass  # a signal before the server ran: clean up all the same

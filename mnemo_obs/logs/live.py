@@ -123,6 +123,8 @@ class LiveLogs:
             forward_skip_thread=(lambda: forwarder.thread_ident) if forwarder else None,
         )
         self._attached: list[logging.Logger] = []
+        self.records_path: str | None = None  # set by add_routes
+        self.stream_path: str | None = None
 
     @staticmethod
     def paths(prefix: str) -> tuple[str, str]:
@@ -133,9 +135,9 @@ class LiveLogs:
         # Imported here: the resources need Falcon, `import mnemo_obs.logs` does not.
         from .resources import LogsResource, LogStreamResource
 
-        records, stream = self.paths(prefix)
-        app.add_route(records, LogsResource(self))
-        app.add_route(stream, LogStreamResource(self))
+        self.records_path, self.stream_path = self.paths(prefix)
+        app.add_route(self.records_path, LogsResource(self))
+        app.add_route(self.stream_path, LogStreamResource(self))
 
     def attach(self) -> None:
         """Put the handler on its loggers (once)."""
