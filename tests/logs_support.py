@@ -81,8 +81,13 @@ def serving(app: Callable[..., Any], threads: int = 4) -> Iterator[int]:
         yield int(server.effective_port)  # type: ignore[union-attr]
     finally:
         server.task_dispatcher.shutdown()  # type: ignore[union-attr]
-        waitress.wasyncore.close_all(socket_map)
+        # Closed from the loop's own thread: closing its sockets from here while
+        # it sits in select() makes select() fail with EBADF.
+        server.trigger.pull_trigger(lambda: waitress.wasyncore.close_all(socket_map))  # type: ignore[union-attr]
         thread.join(10)
+        if thread.is_alive():
+            waitress.wasyncore.close_all(socket_map)
+            thread.join(10)
 
 
 def get(

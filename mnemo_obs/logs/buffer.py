@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._support import positive_int
@@ -66,6 +67,9 @@ class LogBuffer:
     def __init__(self, size: int = SIZE) -> None:
         self.size = positive_int("log_buffer_size", size)
         self._slots: list[tuple[int, Entry] | None] = [None] * self.size
+        # Each record's event, made by the first stream that sends it and
+        # reused by the others (a list item swap is atomic: no lock).
+        self._encoded: list[tuple[int, bytes] | None] = [None] * self.size
         self._next = 1  # the seq of the next entry; ids start at 1
         self._lock = threading.Lock()
         self._wakers: tuple[threading.Event, ...] = ()
@@ -132,6 +136,16 @@ class LogBuffer:
                     break
         found.reverse()
         return found
+
+    def encoded(self, seq: int, entry: Entry, make: Callable[[int, Entry], bytes]) -> bytes:
+        """``make(seq, entry)``, made once per entry however many streams send it."""
+        index = seq % self.size
+        cached = self._encoded[index]
+        if cached is not None and cached[0] == seq:
+            return cached[1]
+        data = make(seq, entry)
+        self._encoded[index] = (seq, data)
+        return data
 
     def subscribe(self) -> threading.Event:
         """An Event that every append sets; pass it to :meth:`unsubscribe` when done."""

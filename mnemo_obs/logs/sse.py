@@ -49,6 +49,15 @@ def json_event(name: str, payload: Any, event_id: str | None = None) -> bytes:
     return event(name, json.dumps(payload, ensure_ascii=True, separators=(",", ":")), event_id)
 
 
+def log_event(event_id: str, json_line: str) -> bytes:
+    """A ``log`` event from a record's JSON (:func:`~mnemo_obs.logs.records.to_json`).
+
+    The fast path: both are ASCII without line breaks by construction, so
+    nothing is split or cleaned here.
+    """
+    return f"id: {event_id}\nevent: log\ndata: {json_line}\n\n".encode("ascii")
+
+
 def mark(event_id: str) -> bytes:
     """An id with no data: EventSource records it as the last id but fires no event.
 

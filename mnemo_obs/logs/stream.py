@@ -25,7 +25,7 @@ import redis
 
 from . import sse
 from .buffer import parse_local_id
-from .records import to_dict
+from .records import to_json
 from .redis_stream import parse_redis_id
 
 if TYPE_CHECKING:
@@ -56,6 +56,11 @@ class Plan:
     disconnected: Callable[[], bool] = lambda: False
     clock: Callable[[], float] = time.monotonic
     pid: int = field(default_factory=os.getpid)
+
+    def encode(self, seq: int, entry: Any) -> bytes:
+        """The ``log`` event of one of this process's entries."""
+        event_id = self.buffer.format_id(seq)
+        return sse.log_event(event_id, to_json(entry, event_id, self.pid))
 
 
 class _Unavailable(Exception):
@@ -139,9 +144,9 @@ def _local_events(plan: Plan, reason: str | None) -> Iterator[bytes]:
     buffer, match = plan.buffer, plan.match
     wake = buffer.subscribe()
     try:
+        cursor = buffer.last_seq  # the stream starts now: later records are live ones
         yield _hello(plan, "local", reason)
         out: list[bytes] = []
-        cursor = buffer.last_seq
         resume = _resume_local(plan, cursor)
         if resume is None:
             if plan.resume is not None:
@@ -196,10 +201,7 @@ def _resume_local(plan: Plan, newest: int) -> int | None:
 
 
 def _local_event(plan: Plan, seq: int, entry: Any) -> bytes:
-    record = to_dict(entry, plan.pid)
-    event_id = plan.buffer.format_id(seq)
-    record["id"] = event_id
-    return sse.json_event("log", record, event_id)
+    return plan.buffer.encoded(seq, entry, plan.encode)
 
 
 def _redis_events(plan: Plan, reader: RedisLogReader) -> Iterator[bytes]:
