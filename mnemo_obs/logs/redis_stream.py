@@ -98,8 +98,7 @@ class RedisLogReader:
             return None  # not ours: skipped
         if not isinstance(record, dict):
             return None
-        record["id"] = entry_id
-        return record
+        return {"id": entry_id, **record}
 
     def tail(self, match: LogFilter, count: int) -> tuple[list[dict[str, Any]], str]:
         """The newest ``count`` records passing ``match`` (oldest first), and the newest id.

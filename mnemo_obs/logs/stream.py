@@ -159,13 +159,14 @@ def _local_events(plan: Plan, reason: str | None) -> Iterator[bytes]:
             yield b"".join(out)
         pacer = _Pacer(plan)
         unmarked = False  # records skipped by the filter since the last id sent
+        everything, encoded, encode = match.everything, buffer.encoded, plan.encode
         while not pacer.done():
             wake.clear()
             items, lost = buffer.after(cursor, BATCH)
             out = [_gap(lost, buffer.format_id(cursor), "overwritten")] if lost else []
             for seq, entry in items:
-                if match.matches(entry):
-                    out.append(_local_event(plan, seq, entry))
+                if everything or match.matches(entry):
+                    out.append(encoded(seq, entry, encode))
                     unmarked = False
                 else:
                     unmarked = True
