@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -23,6 +24,7 @@ import os
 import re
 import select
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -185,6 +187,7 @@ class _Reader(threading.Thread):
         self.conn.request(
             "GET", f"/logs/stream?tail=0{query}", headers={"Authorization": "Bearer bench"}
         )
+        self.sock = self.conn.sock  # getresponse() may hand it to the response
         self.resp = self.conn.getresponse()
         if self.resp.status != 200:
             raise RuntimeError(f"stream refused: {self.resp.status} {self.resp.read()!r}")
@@ -201,11 +204,12 @@ class _Reader(threading.Thread):
                 data = left + chunk
                 self.events += data.count(pattern)
                 left = data[-(len(pattern) - 1) :]
-        except (OSError, ValueError, http.client.HTTPException):
-            pass  # closed by stop()
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            pass  # closed by stop() (http.client drops its file on close)
 
     def stop(self) -> None:
-        self.conn.sock.shutdown(2) if self.conn.sock is not None else None
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # ends the blocked read
         self.join(10)
         self.resp.close()
         self.conn.close()

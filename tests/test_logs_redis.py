@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -221,3 +222,29 @@ def test_a_frozen_redis_hangs_neither_logging_nor_the_app(
         os.kill(owned_redis.process.pid, signal.SIGCONT)
     app_log.info("after the thaw")
     wait_until("forwarding again after the thaw", lambda: handle.logs.forwarder.stats()["redis_up"])
+
+
+def test_a_full_forwarder_queue_drops_counts_and_says_so_once(
+    owned_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mnemo_obs.logs.forwarder import RedisLogForwarder
+
+    forwarder = RedisLogForwarder(owned_redis.url)
+    forwarder.MAX_QUEUE = 3  # type: ignore[misc]
+    entry = (0.0, 20, "INFO", "app", "m", None, None)
+    owned_redis.stop_server()
+    try:
+        with caplog.at_level(logging.WARNING, logger="mnemo_obs.logs"):
+            forwarder.submit(entry)
+            wait_until("the failed batch", lambda: forwarder.stats()["dropped_redis_error"] == 1)
+            for _ in range(10):  # while it waits to retry: 3 queued, 7 dropped
+                forwarder.submit(entry)
+            stats = forwarder.stats()
+            assert (stats["queued"], stats["dropped_queue_full"]) == (3, 7)
+            wait_until("the retry", lambda: forwarder.stats()["dropped_redis_error"] == 4)
+            wait_until("the drain", lambda: "drains again" in caplog.text)
+        full = [r for r in caplog.records if "the most kept" in r.getMessage()]
+        assert len(full) == 1
+        assert "7 records dropped" in caplog.text
+    finally:
+        assert forwarder.close(10)

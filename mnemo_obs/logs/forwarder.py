@@ -86,7 +86,8 @@ class RedisLogForwarder:
         self._thread: threading.Thread | None = None
         self._closed = closed
         self._dropped_full = Counter()
-        self._sent = self._dropped_redis = 0
+        self._sent = self._dropped_redis = self._full_seen = 0
+        self._full = False
         self._down_since: float | None = None
         self._last_error: str | None = None
 
@@ -122,15 +123,33 @@ class RedisLogForwarder:
         queue = self._queue
         while not self._stop.is_set() or queue:
             if not queue:
+                self._note_full()
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
             batch = [queue.popleft() for _ in range(min(len(queue), self.BATCH))]
             self._send(batch)
+            self._note_full()
             if self._down_since is not None:
                 self._stop.wait(self.RETRY)
             elif len(queue) < self.BATCH:
                 self._stop.wait(self.INTERVAL)  # let a burst gather into one round trip
+
+    def _note_full(self) -> None:
+        # Said from this thread, once when drops start and once when they
+        # stop: the logging thread must never log from inside the handler.
+        dropped = self._dropped_full.value()
+        if dropped > self._full_seen and not self._full:
+            self._full = True
+            log.warning(
+                "live logs: %d records wait for Redis, the most kept; newer ones are "
+                "dropped for Redis and counted (this process keeps them)",
+                self.MAX_QUEUE,
+            )
+        elif dropped == self._full_seen and self._full:
+            self._full = False
+            log.warning("live logs: the Redis queue drains again; %d records dropped", dropped)
+        self._full_seen = dropped
 
     def _send(self, batch: list[Entry]) -> None:
         pid = os.getpid()
