@@ -248,3 +248,17 @@ def test_a_full_forwarder_queue_drops_counts_and_says_so_once(
         assert "7 records dropped" in caplog.text
     finally:
         assert forwarder.close(10)
+
+
+def test_close_stops_the_forwarder_thread(dsn: str, redis_url: str) -> None:
+    with app_logger():
+        handle = install_logs(dsn, redis_url=redis_url)
+        app_log.info("one")
+        _sent(handle, 1)
+        thread = handle.logs.forwarder._thread  # type: ignore[union-attr]
+        assert thread is not None and thread.name == "mnemo_obs.logs" and thread.is_alive()
+        assert handle.close(10)
+        assert not thread.is_alive()
+        app_log.info("after close: not kept, not sent")
+    assert handle.logs.forwarder.stats()["sent"] == 1  # type: ignore[union-attr]
+    assert handle.logs.buffer.stats()["appended"] == 1
