@@ -5,7 +5,7 @@
 Listens on 127.0.0.1, a free port, and prints ``port <n>`` once it accepts
 connections. ``GET /items/{id}`` logs one INFO line (with the request's
 trace id) and answers ``ok``; ``/logs`` and ``/logs/stream`` are the live
-log routes (token ``bench``, streams up to an hour, at most 4). ``GET
+log routes (token ``bench``, streams up to an hour, at most 4, heartbeats every 0.5 s). ``GET
 /_bench/stats`` answers the logs' stats. SIGTERM exits. Run by
 :mod:`benchmarks.logs`, pinned with taskset.
 """
@@ -52,8 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     log.setLevel(logging.INFO)
     logging.getLogger("bench").propagate = False  # nothing reaches the root's handlers
+    # Heartbeats every 0.5 s: a reader the benchmark closed frees its thread
+    # within a second or two, before the next run starts.
     live = LiveLogs(
-        loggers=("bench",), token=TOKEN, max_streams=4, max_stream_seconds=3600, redis_url=None
+        loggers=("bench",),
+        token=TOKEN,
+        max_streams=4,
+        max_stream_seconds=3600,
+        heartbeat_seconds=0.5,
+        redis_url=None,
     )
     app = falcon.App()
     app.add_route("/items/{item_id}", _Item())

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import falcon
+import pytest
 import waitress
 import waitress.wasyncore
 
@@ -68,6 +69,24 @@ def install_logs(dsn: str, app: falcon.App | None = None, **kwargs: Any) -> Inst
     kwargs.setdefault("log_heartbeat_seconds", 0.2)
     kwargs.setdefault("cache_ttl", 0)
     return install(app if app is not None else make_app(), dsn=dsn, **kwargs)
+
+
+@pytest.fixture
+def logs_app(dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """``logs_app(**install_kwargs) -> (app, installation)`` on the ``app`` logger, closed after."""
+    monkeypatch.delenv("MNEMO_OBS_TOKEN", raising=False)
+    handles: list[Installation] = []
+
+    def make(**kwargs: Any) -> tuple[Any, Installation]:
+        app = make_app()
+        handle = install_logs(dsn, app, **kwargs)
+        handles.append(handle)
+        return app, handle
+
+    with app_logger():
+        yield make
+    for handle in handles:
+        handle.close(10)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,7 +28,6 @@ from .logs_support import (
     app_logger,
     get,
     install_logs,
-    make_app,
     serving,
 )
 from .recording import wait_until
@@ -49,23 +48,6 @@ CHILD = textwrap.dedent(
     print(os.getpid())
     """
 )
-
-
-@pytest.fixture
-def logs_app(dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
-    monkeypatch.delenv("MNEMO_OBS_TOKEN", raising=False)
-    handles: list[Installation] = []
-
-    def make(**kwargs: Any) -> tuple[Any, Installation]:
-        app = make_app()
-        handle = install_logs(dsn, app, **kwargs)
-        handles.append(handle)
-        return app, handle
-
-    with app_logger():
-        yield make
-    for handle in handles:
-        handle.close(10)
 
 
 def _sent(handle: Installation, count: int) -> None:

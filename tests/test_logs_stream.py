@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import falcon.testing
 import pytest
-
-from mnemo_obs.installation import Installation
 
 from .logs_support import (
     AUTH,
@@ -19,31 +17,12 @@ from .logs_support import (
     STREAM,
     SSEClient,
     app_log,
-    app_logger,
     get,
     install_logs,
     make_app,
     serving,
 )
 from .recording import wait_until
-
-
-@pytest.fixture
-def logs_app(dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
-    """``logs_app(**install_kwargs) -> (app, installation)``, closed at the end."""
-    monkeypatch.delenv("MNEMO_OBS_TOKEN", raising=False)
-    handles: list[Installation] = []
-
-    def make(**kwargs: Any) -> tuple[Any, Installation]:
-        app = make_app()
-        handle = install_logs(dsn, app, **kwargs)
-        handles.append(handle)
-        return app, handle
-
-    with app_logger():
-        yield make
-    for handle in handles:
-        handle.close(10)
 
 
 def test_the_token_is_always_required_and_every_refusal_has_a_json_body(
