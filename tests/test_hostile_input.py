@@ -58,7 +58,8 @@ def no_crlf(headers: Any) -> bool:
 # Latin-1 text, as a WSGI server hands it over, with and without a period_hours= in front.
 _LATIN1 = st.text(st.characters(min_codepoint=0, max_codepoint=0xFF), max_size=40)
 QUERIES = st.one_of(
-    _LATIN1,
+    # falcon.testing (4.4) refuses a query string that starts with "?".
+    _LATIN1.filter(lambda text: not text.startswith("?")),
     _LATIN1.map(lambda text: f"period_hours={text}"),
     st.floats().map(lambda number: f"period_hours={number!r}"),
     st.binary(max_size=12).map(lambda raw: "period_hours=" + urllib.parse.quote_from_bytes(raw)),
