@@ -20,7 +20,15 @@ from mnemo_obs import apply_schema, embedded
 from ._common import Context
 
 # Section modules, in report order. Each has run(ctx: Context) -> str.
-SECTIONS: list[str] = ["overhead", "server", "writer", "sustained", "summary", "retention"]
+SECTIONS: list[str] = [
+    "overhead",
+    "server",
+    "writer",
+    "sustained",
+    "summary",
+    "retention",
+    "logs",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -267,7 +267,8 @@ def make_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--token",
         type=_token,
-        help="bearer token for the summary (default: $MNEMO_OBS_TOKEN; open when unset)",
+        help="bearer token for the summary and the live logs (default: $MNEMO_OBS_TOKEN; when "
+        "unset the summary is open and the logs get a token made for the run, printed)",
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"

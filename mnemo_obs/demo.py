@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import falcon
+
+# Lines for the live logs to show (with the request's trace id).
+log = logging.getLogger("mnemo_obs.demo")
 
 # Sleeps are capped so a typo in a demo URL cannot hold a worker thread for long.
 MAX_SLEEP_MS = 2000
@@ -34,6 +38,7 @@ class Slow:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ms = req.get_param_as_int("ms", min_value=0, max_value=MAX_SLEEP_MS, default=100)
+        log.info("sleeping %d ms", ms)
         time.sleep(ms / 1000)
         resp.media = {"slept_ms": ms}
 
@@ -42,6 +47,7 @@ class Boom:
     """``GET /boom``: raises, so the summary has a 500 to count."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        log.error("about to fail on purpose")
         raise RuntimeError("boom: the demo's deliberate failure")
 
 

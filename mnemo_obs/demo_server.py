@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import sys
 from types import FrameType
@@ -16,13 +17,17 @@ from typing import IO
 from . import db, embedded, schema
 from .demo import make_app
 from .installation import Installation, install
+from .resources import TOKEN_ENV
 from .serving import FLUSH_TIMEOUT, serve
 
 log = logging.getLogger("mnemo_obs.serve")
 
 
-def _print_urls(out: IO[str], base: str, installation: Installation) -> None:
+def _print_urls(
+    out: IO[str], base: str, installation: Installation, log_token: str | None = None
+) -> None:
     auth = ' -H "Authorization: Bearer $MNEMO_OBS_TOKEN"' if installation.token_required else ""
+    log_auth = f'-H "Authorization: Bearer {log_token or "$MNEMO_OBS_TOKEN"}"'
     lines = [
         f"mnemo-obs demo serving on {base} (Ctrl-C to stop)",
         "Try:",
@@ -34,6 +39,10 @@ def _print_urls(out: IO[str], base: str, installation: Installation) -> None:
         f"  curl{auth} '{base}{installation.summary_path}?period_hours=24'",
         f"  curl {base}/health",
     ]
+    if installation.logs is not None:
+        lines.append(f"  curl -N {log_auth} {base}{installation.logs.stream_path}")
+    if installation.logs is not None and log_token:
+        lines.append("  (the live logs always need a token: this one was made for this run)")
     print("\n".join(lines), file=out, flush=True)
 
 
@@ -90,7 +99,16 @@ def run(
         dsn = db.resolve_dsn(dsn)
         schema.apply_schema(dsn)  # now, so an unreachable database fails at once
         app = make_app()
-        installation = install(app, dsn=dsn, redis_url=redis_url, token=token, create_schema=True)
+        # Logs say more than metrics: without a token, one is made for them alone.
+        log_token = None if token or os.environ.get(TOKEN_ENV) else secrets.token_urlsafe(24)
+        installation = install(
+            app,
+            dsn=dsn,
+            redis_url=redis_url,
+            token=token,
+            log_token=log_token,
+            create_schema=True,
+        )
         ready_installation = installation
         flushed = serve(
             app,
@@ -98,7 +116,7 @@ def run(
             port=port,
             threads=threads,
             flush_timeout=FLUSH_TIMEOUT,
-            ready=lambda base: _print_urls(out, base, ready_installation),
+            ready=lambda base: _print_urls(out, base, ready_installation, log_token),
         )
         print(_stats_line(installation, flushed), file=out, flush=True)
     except KeyboardInterrupt:

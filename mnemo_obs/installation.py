@@ -7,8 +7,9 @@ the ``mnemo_obs.install`` function with the module.)
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import falcon
@@ -18,7 +19,9 @@ from . import db
 from ._guard import paths
 from ._support import INSTALLATIONS
 from .collectors import MetricsCollector
+from .collectors.summary import REDIS_URL_ENV
 from .errors import ConfigurationError
+from .logs import LiveLogs
 from .middleware import MetricsMiddleware
 from .resources import DEFAULT_PREFIX, HealthResource, SummaryResource, resolve_token
 from .retention import RetentionScheduler
@@ -50,6 +53,8 @@ class Installation:
         retention: the :class:`RetentionScheduler`, or None without ``retention_days``.
         summary_path: where the summary is served.
         token_required: whether the summary asks for a bearer token.
+        logs: the :class:`~mnemo_obs.logs.LiveLogs` behind the log routes,
+            or None with ``logs=False``.
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class Installation:
         retention: RetentionScheduler | None,
         summary_path: str,
         token_required: bool,
+        logs: LiveLogs | None = None,
     ) -> None:
         self.writer = writer
         self.collector = collector
@@ -68,10 +74,11 @@ class Installation:
         self.retention = retention
         self.summary_path = summary_path
         self.token_required = token_required
+        self.logs = logs
         INSTALLATIONS.add(self)  # for mnemo_obs.serve(): closed at SIGTERM
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush and stop the writer, stop retention, close the collector's connections.
+        """Flush and stop the writer, stop retention and live logs, close the connections.
 
         Everything shares one deadline, ``timeout`` seconds from the call
         (None: the writer's ``shutdown_timeout``, 5 s): a purge blocked on a
@@ -89,6 +96,8 @@ class Installation:
         finally:
             if self.retention is not None:
                 self.retention.stop(max(0.0, deadline - time.monotonic()))
+            if self.logs is not None:
+                self.logs.close(max(0.0, deadline - time.monotonic()))
             self.collector.close()
         return flushed
 
@@ -169,6 +178,16 @@ def install(
     cache_ttl: float = MetricsCollector.CACHE_TTL,
     summary_timeout: float = MetricsCollector.TIMEOUT,
     create_schema: bool = False,
+    logs: bool = True,
+    log_level: str | int = "INFO",
+    log_loggers: Iterable[str] = ("",),
+    log_buffer_size: int = 5000,
+    log_redis_url: str | None = None,
+    log_redis_key: str = "mnemo_obs:logs",
+    log_token: str | None = None,
+    log_max_streams: int = LiveLogs.MAX_STREAMS,
+    log_max_stream_seconds: float = LiveLogs.MAX_STREAM_SECONDS,
+    log_heartbeat_seconds: float = LiveLogs.HEARTBEAT_SECONDS,
 ) -> Installation:
     """Record every request of ``app`` and serve the summary and health routes.
 
@@ -214,6 +233,20 @@ def install(
         create_schema: apply the schema at the first connection (idempotent,
             safe from several processes at once) instead of expecting
             ``mnemo-obs migrate`` to have run.
+        logs: collect log records and serve them at ``{prefix}/logs`` and
+            ``{prefix}/logs/stream`` (default True); False adds neither
+            the handler nor the routes.
+        log_level: the lowest level collected (default INFO).
+        log_loggers: loggers the handler goes on (default ``("",)``: the root).
+        log_buffer_size: records kept in memory per process (default 5,000).
+        log_redis_url: Redis Stream shared by every process; defaults to
+            ``redis_url`` (then ``$MNEMO_OBS_REDIS_URL``); ``""`` for none.
+        log_redis_key: the stream's key (default ``mnemo_obs:logs``).
+        log_token: the token the log routes need; defaults to ``token``
+            (then ``$MNEMO_OBS_TOKEN``). Without any they answer 403.
+        log_max_streams: streams open at once per process (default 2).
+        log_max_stream_seconds: a stream's lifetime (default 60).
+        log_heartbeat_seconds: a ping after this long without a write (default 2).
 
     Returns:
         An :class:`Installation`; call its ``close()`` at shutdown to flush.
@@ -245,12 +278,15 @@ def install(
             f"retention_options: unknown {', '.join(map(repr, unknown))}; "
             f"allowed: {', '.join(RETENTION_OPTIONS)}"
         )
-    for path in (summary_path, health_path):
+    if not isinstance(logs, bool):
+        raise ConfigurationError(f"logs must be True or False, not {logs!r}")
+    log_paths = LiveLogs.paths(prefix) if logs else ()
+    for path in (summary_path, health_path, *log_paths):
         if path is not None:
             _refuse_taken_route(app, path)
     dsn = db.resolve_dsn(dsn)
     resolved_token = resolve_token(token)
-    own_paths = (summary_path,) + ((health_path,) if health_path else ())
+    own_paths = (summary_path, *log_paths) + ((health_path,) if health_path else ())
     writer_settings: dict[str, Any] = {
         key: value
         for key, value in (
@@ -264,10 +300,25 @@ def install(
 
     writer = MetricsWriter(dsn, create_schema=create_schema, **writer_settings)
     collector: MetricsCollector | None = None
+    live_logs: LiveLogs | None = None
     try:
         collector = MetricsCollector(
             dsn, redis_url=redis_url, cache_ttl=cache_ttl, timeout=summary_timeout, writer=writer
         )
+        if logs:
+            if log_redis_url is None:
+                log_redis_url = os.environ.get(REDIS_URL_ENV) if redis_url is None else redis_url
+            live_logs = LiveLogs(
+                level=log_level,
+                loggers=log_loggers,
+                buffer_size=log_buffer_size,
+                redis_url=log_redis_url,
+                redis_key=log_redis_key,
+                token=log_token if log_token is not None else token,
+                max_streams=log_max_streams,
+                max_stream_seconds=log_max_stream_seconds,
+                heartbeat_seconds=log_heartbeat_seconds,
+            )
         middleware = MetricsMiddleware(
             writer,
             skip_paths=tuple(dict.fromkeys((*skip_paths, *own_paths))),
@@ -278,6 +329,8 @@ def install(
         )
     except BaseException:
         writer.close(0)
+        if live_logs is not None:
+            live_logs.close(0)
         if collector is not None:
             collector.close()
         raise
@@ -285,6 +338,9 @@ def install(
     app.add_route(summary_path, SummaryResource(collector, writer=writer, token=resolved_token))
     if health_path is not None:
         app.add_route(health_path, HealthResource())
+    if live_logs is not None:
+        live_logs.add_routes(app, prefix)
+        live_logs.attach()
     log.info(
         "mnemo_obs installed: recording to %s, summary at %s%s",
         db.describe(dsn),
@@ -298,6 +354,7 @@ def install(
         retention=retention,
         summary_path=summary_path,
         token_required=resolved_token is not None,
+        logs=live_logs,
     )
 
 
