@@ -20,11 +20,16 @@ def serving(app: Any, *, threads: int = 4) -> Iterator[int]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        yield server.effective_port
+        yield int(server.effective_port)  # type: ignore[union-attr]
     finally:
-        server.task_dispatcher.shutdown()
-        waitress.wasyncore.close_all(socket_map)
+        server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+        # Closed from the loop's own thread: closing its sockets from here while
+        # it sits in select() makes select() fail with EBADF.
+        server.trigger.pull_trigger(lambda: waitress.wasyncore.close_all(socket_map))  # type: ignore[union-attr]
         thread.join(10)
+        if thread.is_alive():
+            waitress.wasyncore.close_all(socket_map)
+            thread.join(10)
 
 
 def get(

@@ -5,15 +5,12 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import falcon
 import pytest
-import waitress
-import waitress.wasyncore
 
 from mnemo_obs.installation import Installation, install
 
@@ -87,26 +84,6 @@ def logs_app(dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[...
         yield make
     for handle in handles:
         handle.close(10)
-
-
-@contextmanager
-def serving(app: Callable[..., Any], threads: int = 4) -> Iterator[int]:
-    """Serve ``app`` with waitress on a free loopback port; yield the port."""
-    socket_map: dict[int, object] = {}
-    server = waitress.create_server(app, map=socket_map, host="127.0.0.1", port=0, threads=threads)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield int(server.effective_port)  # type: ignore[union-attr]
-    finally:
-        server.task_dispatcher.shutdown()  # type: ignore[union-attr]
-        # Closed from the loop's own thread: closing its sockets from here while
-        # it sits in select() makes select() fail with EBADF.
-        server.trigger.pull_trigger(lambda: waitress.wasyncore.close_all(socket_map))  # type: ignore[union-attr]
-        thread.join(10)
-        if thread.is_alive():
-            waitress.wasyncore.close_all(socket_map)
-            thread.join(10)
 
 
 def get(

@@ -19,6 +19,7 @@ import redis
 from mnemo_obs.installation import Installation
 from mnemo_obs.logs import LogFilter
 
+from .httpserver import serving
 from .logs_support import (
     AUTH,
     LOGS,
@@ -28,7 +29,6 @@ from .logs_support import (
     app_logger,
     get,
     install_logs,
-    serving,
 )
 from .recording import wait_until
 from .servers import RedisServer

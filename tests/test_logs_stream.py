@@ -11,6 +11,7 @@ from typing import Any
 import falcon.testing
 import pytest
 
+from .httpserver import serving
 from .logs_support import (
     AUTH,
     LOGS,
@@ -20,7 +21,6 @@ from .logs_support import (
     get,
     install_logs,
     make_app,
-    serving,
 )
 from .recording import wait_until
 
