@@ -23,6 +23,7 @@ from .collectors.summary import REDIS_URL_ENV
 from .errors import ConfigurationError
 from .logs import LiveLogs
 from .middleware import MetricsMiddleware
+from .read_routes import ROUTES, add_read_routes
 from .resources import DEFAULT_PREFIX, HealthResource, SummaryResource, resolve_token
 from .retention import RetentionScheduler
 from .retention._purge import MAX_DAYS, _number
@@ -178,6 +179,7 @@ def install(
     cache_ttl: float = MetricsCollector.CACHE_TTL,
     summary_timeout: float = MetricsCollector.TIMEOUT,
     create_schema: bool = False,
+    service: str | None = None,
     logs: bool = True,
     log_level: str | int = "INFO",
     log_loggers: Iterable[str] = ("",),
@@ -233,6 +235,9 @@ def install(
         create_schema: apply the schema at the first connection (idempotent,
             safe from several processes at once) instead of expecting
             ``mnemo-obs migrate`` to have run.
+        service: this app's name, when several apps share one table
+            (default ``$MNEMO_OBS_SERVICE``, else none): in every row, and a
+            filter of every read.
         logs: collect log records and serve them at ``{prefix}/logs`` and
             ``{prefix}/logs/stream`` (default True); False adds neither
             the handler nor the routes.
@@ -281,12 +286,13 @@ def install(
     if not isinstance(logs, bool):
         raise ConfigurationError(f"logs must be True or False, not {logs!r}")
     log_paths = LiveLogs.paths(prefix) if logs else ()
-    for path in (summary_path, health_path, *log_paths):
+    read_paths = tuple(f"{prefix}/{name}" for name in ROUTES)
+    for path in (summary_path, health_path, *read_paths, *log_paths):
         if path is not None:
             _refuse_taken_route(app, path)
     dsn = db.resolve_dsn(dsn)
     resolved_token = resolve_token(token)
-    own_paths = (summary_path, *log_paths) + ((health_path,) if health_path else ())
+    own_paths = (summary_path, *read_paths, *log_paths) + ((health_path,) if health_path else ())
     writer_settings: dict[str, Any] = {
         key: value
         for key, value in (
@@ -298,7 +304,7 @@ def install(
         if value is not None
     }
 
-    writer = MetricsWriter(dsn, create_schema=create_schema, **writer_settings)
+    writer = MetricsWriter(dsn, create_schema=create_schema, service=service, **writer_settings)
     collector: MetricsCollector | None = None
     live_logs: LiveLogs | None = None
     try:
@@ -336,6 +342,7 @@ def install(
         raise
     _add_first(app, middleware)
     app.add_route(summary_path, SummaryResource(collector, writer=writer, token=resolved_token))
+    add_read_routes(app, prefix, collector, resolved_token)
     if health_path is not None:
         app.add_route(health_path, HealthResource())
     if live_logs is not None:

@@ -9,6 +9,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import falcon
+import falcon.uri
 
 from .collectors.api import MAX_PERIOD_HOURS
 from .errors import ConfigurationError
@@ -67,6 +68,59 @@ class _BearerCheck:
             )
 
 
+class Query:
+    """A request's query string, checked strictly: every parameter known, given once, valid.
+
+    Blank values are kept (``service=`` selects the rows of no service).
+    Every mistake is a 400 whose JSON body names the parameter.
+    """
+
+    def __init__(self, req: falcon.Request, allowed: tuple[str, ...]) -> None:
+        self._params = falcon.uri.parse_query_string(req.query_string, keep_blank=True)
+        unknown = sorted(set(self._params) - set(allowed))
+        if unknown:
+            raise falcon.HTTPInvalidParam(
+                f"Unknown parameter; this route takes {', '.join(allowed)}.", unknown[0]
+            )
+
+    def text(self, name: str) -> str | None:
+        """The parameter as given (None when absent)."""
+        raw = self._params.get(name)
+        if isinstance(raw, list):
+            raise falcon.HTTPInvalidParam("It was given more than once.", name)
+        return raw
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        """A finite number in (low, high]."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise falcon.HTTPInvalidParam(f"{raw!r} is not a number.", name) from None
+        if not math.isfinite(value) or not low < value <= high:
+            raise falcon.HTTPInvalidParam(
+                f"It must be a finite number > {low:g} and <= {high:g}, got {raw!r}.", name
+            )
+        return value
+
+    def integer(self, name: str, default: int | None, low: int, high: int) -> int | None:
+        """An integer in [low, high]."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+            raise falcon.HTTPInvalidParam(
+                f"It must be a whole number from {low} to {high}, got {raw!r}.", name
+            )
+        return int(raw)
+
+    def period_hours(self) -> float:
+        """``period_hours``: a finite number in (0, 720], default 1."""
+        return self.number("period_hours", 1.0, 0.0, MAX_PERIOD_HOURS)
+
+
 def parse_period_hours(req: falcon.Request) -> float:
     """The ``period_hours`` query parameter: a finite number in (0, 720], default 1.
 
@@ -74,21 +128,7 @@ def parse_period_hours(req: falcon.Request) -> float:
         falcon.HTTPInvalidParam: text, NaN, infinities, 0, negatives, over
             720, or the parameter given more than once (400, JSON body).
     """
-    raw = req.params.get("period_hours")
-    if raw is None:
-        return 1.0
-    if isinstance(raw, list):
-        raise falcon.HTTPInvalidParam("It was given more than once.", "period_hours")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise falcon.HTTPInvalidParam(f"{raw!r} is not a number.", "period_hours") from None
-    if not math.isfinite(value) or not 0 < value <= MAX_PERIOD_HOURS:
-        raise falcon.HTTPInvalidParam(
-            f"It must be a finite number > 0 and <= {MAX_PERIOD_HOURS:g}, got {raw!r}.",
-            "period_hours",
-        )
-    return value
+    return Query(req, ("period_hours",)).period_hours()
 
 
 class SummaryResource:
@@ -117,10 +157,11 @@ class SummaryResource:
         self._check = _BearerCheck(resolve_token(token))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Answer the summary for ``?period_hours=`` (default 1)."""
+        """Answer the summary for ``?period_hours=`` (default 1) and ``?service=``."""
         self._check(req)
-        hours = parse_period_hours(req)
-        body: dict[str, Any] = dict(self._collector.collect_all(hours))
+        query = Query(req, ("period_hours", "service"))
+        hours = query.period_hours()
+        body: dict[str, Any] = dict(self._collector.collect_all(hours, query.text("service")))
         body["writer"] = self._writer.stats() if self._writer is not None else None
         resp.media = body
         # Host details and live figures: no shared cache should keep them.

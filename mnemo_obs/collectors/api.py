@@ -61,14 +61,13 @@ class ApiCollector:
         hours = check_positive("period_hours", period_hours, maximum=MAX_PERIOD_HOURS)
         with self._connections.connection() as conn, conn.cursor() as cur:
             window = reads.open_window(cur, hours)
-            groups, exact, stated = reads.read(
-                cur, window, level=0, service=service, keys=(), raw_keys=()
-            )
-            services = reads.services(cur, window, exact)
+            chosen = reads.plan(cur, window, level=0, service=service)
+            groups = reads.read(cur, chosen, level=0, service=service)
+            services = reads.services(cur, window, chosen.exact)
         return {
-            **figures(groups.get(()), stated.seconds),
-            **reads.precision(exact),
-            **stated.describe(),
+            **figures(groups.get(()), chosen.window.seconds),
+            **reads.precision(chosen.exact),
+            **chosen.window.describe(),
             "services": services,
         }
 

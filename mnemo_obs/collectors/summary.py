@@ -11,15 +11,15 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, MnemoObsError
-from ..rollups.reads import normalise_hours
 from ._base import check_positive
 from ._cache import SingleFlightCache
 from ._pg import PgConnections
 from ._reader import BoundedReader, ReadTimeout
-from .api import MAX_PERIOD_HOURS, ApiCollector
+from .api import ApiCollector
 from .postgres_stats import PostgresCollector
 from .redis_stats import RedisCollector
 from .system import SystemCollector
+from .views import Views, check_service, hours_of
 
 if TYPE_CHECKING:
     import psycopg2.pool
@@ -34,7 +34,7 @@ SECTIONS = ("api", "redis", "postgres", "system")
 PG_SECTIONS = ("api", "postgres")
 
 
-class MetricsCollector:
+class MetricsCollector(Views):
     """Everything the summary shows, with each section failing on its own.
 
     Nothing connects at construction. PostgreSQL reads go through a small
@@ -126,7 +126,7 @@ class MetricsCollector:
         self._reader = BoundedReader("mnemo_obs.summary")
         self._last_errors: dict[str, str] = {}
 
-    def collect_all(self, period_hours: float = 1.0) -> dict[str, Any]:
+    def collect_all(self, period_hours: float = 1.0, service: str | None = None) -> dict[str, Any]:
         """``{"api", "redis", "postgres", "system", "collected_at", "period_hours"}``, cached.
 
         The window is ``period_hours`` rounded to the minute (to the hour
@@ -139,15 +139,16 @@ class MetricsCollector:
         Raises:
             ValueError: ``period_hours`` is not a finite number in (0, 720].
         """
-        hours = normalise_hours(
-            check_positive("period_hours", period_hours, maximum=MAX_PERIOD_HOURS)
-        )
+        hours = hours_of(period_hours)
+        check_service(service)
         # A caller finding this window being collected waits for that; the
         # bound only matters if something is badly wrong.
         wait = self._timeout + 2 * self._redis_timeout + 1
-        return self._cache.get(hours, lambda: self._collect(hours), wait=wait)
+        return self._cache.get(
+            ("summary", hours, service), lambda: self._collect(hours, service), wait=wait
+        )
 
-    def _collect(self, hours: float) -> dict[str, Any]:
+    def _collect(self, hours: float, service: str | None = None) -> dict[str, Any]:
         if self._writer is not None:
             # This process's rows first, so the summary counts them; bounded,
             # so a database that is down or frozen costs half a second.
@@ -155,7 +156,9 @@ class MetricsCollector:
         deadline = time.monotonic() + self._timeout
         result: dict[str, Any] = {}
         try:
-            future = self._reader.submit(("pg", hours), lambda: self._read_pg(hours))
+            future = self._reader.submit(
+                ("pg", hours, service), lambda: self._read_pg(hours, service)
+            )
         except MnemoObsError as exc:
             future, pg_error = None, str(exc)
         # Redis and the host meanwhile, on this thread: both bounded on their own.
@@ -184,7 +187,7 @@ class MetricsCollector:
         ordered["period_hours"] = hours
         return ordered
 
-    def _read_pg(self, hours: float) -> dict[str, Any]:
+    def _read_pg(self, hours: float, service: str | None = None) -> dict[str, Any]:
         """The PostgreSQL sections, run on the reader thread."""
         if self._writer is not None:
             try:
@@ -192,7 +195,7 @@ class MetricsCollector:
             except MnemoObsError as exc:
                 return {name: {"error": str(exc)} for name in PG_SECTIONS}
         return {
-            "api": self._section("api", lambda: self.api.collect(hours)),
+            "api": self._section("api", lambda: self.api.collect(hours, service)),
             "postgres": self._section("postgres", self.postgres.collect),
         }
 

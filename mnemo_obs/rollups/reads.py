@@ -15,7 +15,7 @@ the rollups, the pending rows and the raw rows are read from one snapshot.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -185,9 +185,51 @@ def rollup_bins(
             found.bins.append((row[-2], int(row[-1])))
 
 
-def read(
+@dataclass(frozen=True)
+class Plan:
+    """How to read a window: exact from raw rows, or from the rollups over ``window``."""
+
+    exact: bool
+    window: Window  # the window the answer covers
+
+
+def plan(
     cur: Any,
     window: Window,
+    *,
+    level: int,
+    service: str | None = None,
+    endpoint: str | None = None,
+) -> Plan:
+    """Decide between raw rows (a small window, all there) and the rollups.
+
+    When raw rows older than the rollups' coverage are in the window
+    (written before the upgrade, or by other tools, and not rebuilt) and the
+    window is too large to read raw, the answer covers what the rollups
+    cover, and the window it states starts there.
+    """
+    if not window.rollups:
+        return Plan(True, window)
+    uncovered = uncovered_rows(cur, window, EXACT_MAX_ROWS + 1)
+    covered = window
+    if uncovered and window.covered_since is not None:
+        # The minute the coverage began in is only partly covered: from the next.
+        since = (window.covered_since - _EPOCH).total_seconds()
+        covered = replace(window, start=_EPOCH + timedelta(seconds=math.ceil(since / 60) * 60))
+    rows = source(level, sql.WIDTHS, _filters(service, endpoint))
+    cur.execute(
+        f"SELECT coalesce(sum(count), 0) FROM {rows}",
+        covered.params(service=service, endpoint=endpoint),
+    )
+    total = int(cur.fetchone()[0]) + uncovered
+    if total <= EXACT_MAX_ROWS and raw_is_complete(window):
+        return Plan(True, window)
+    return Plan(False, covered)
+
+
+def read(
+    cur: Any,
+    chosen: Plan,
     *,
     level: int,
     keys: tuple[str, ...] = (),
@@ -195,41 +237,16 @@ def read(
     widths: tuple[int, ...] = sql.WIDTHS,
     service: str | None = None,
     endpoint: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> tuple[dict[tuple[Any, ...], Group], bool, Window]:
-    """Groups of the window (exact from raw rows when small), whether exact, and the window.
-
-    ``keys`` group the rollup rows, ``raw_keys`` the raw rows, alike. When
-    raw rows older than the rollups' coverage are in the window (written
-    before the upgrade, or by other tools, and not rebuilt) and the window
-    is too large to read raw, the answer covers what the rollups cover, and
-    the window it states starts there.
-    """
-    uncovered = uncovered_rows(cur, window, EXACT_MAX_ROWS + 1)
-    covered = window
-    if uncovered and window.covered_since is not None:
-        # The minute the coverage began in is only partly covered: from the next.
-        since = (window.covered_since - _EPOCH).total_seconds()
-        covered = Window(
-            window.hours,
-            _EPOCH + timedelta(seconds=math.ceil(since / 60) * 60),
-            window.end,
-            window.rollups,
-            window.covered_since,
-            window.purged_before,
-        )
-    params = covered.params(service=service, endpoint=endpoint, **(extra or {}))
-    rows = source(level, widths, _filters(service, endpoint)) if window.rollups else ""
-    groups = rollup_totals(cur, covered, rows, keys, params) if rows else {}
-    total = sum(group.count for group in groups.values())
-    small = total + uncovered <= EXACT_MAX_ROWS or not window.rollups
-    if small and raw_is_complete(window):
-        raw = raw_groups(
-            cur, window, keys=raw_keys, service=service, endpoint=endpoint, extra=extra
-        )
-        return raw, True, window
+) -> dict[tuple[Any, ...], Group]:
+    """The groups of the planned window: ``keys`` group the rollup rows, ``raw_keys`` raw rows."""
+    window = chosen.window
+    if chosen.exact:
+        return raw_groups(cur, window, keys=raw_keys, service=service, endpoint=endpoint)
+    rows = source(level, widths, _filters(service, endpoint))
+    params = window.params(service=service, endpoint=endpoint)
+    groups = rollup_totals(cur, window, rows, keys, params)
     rollup_bins(cur, groups, rows, keys, params)
-    return groups, False, covered
+    return groups
 
 
 def raw_is_complete(window: Window) -> bool:
@@ -273,7 +290,6 @@ def raw_groups(
     keys: tuple[str, ...] = (),
     service: str | None = None,
     endpoint: str | None = None,
-    extra: dict[str, Any] | None = None,
 ) -> dict[tuple[Any, ...], Group]:
     """The same groups as :func:`rollup_groups`, exact, from the raw rows (a small window)."""
     select, group = _grouping(keys)
@@ -283,7 +299,7 @@ def raw_groups(
         "'400'::jsonb), sum(value), min(value), max(value), "
         "percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY value) "
         f"FROM metrics WHERE {raw_filter(service, endpoint)}{group}",
-        window.params(service=service, endpoint=endpoint, **(extra or {})),
+        window.params(service=service, endpoint=endpoint),
     )
     groups = {}
     for row in cur.fetchall():

@@ -19,7 +19,7 @@ PARENT = {60: 3600, 3600: 86400}
 
 # The rollup of a request: a number status from the metadata, never failing
 # on a row another tool wrote (a string, junk: 0, not an error).
-_STATUS = (
+STATUS = (
     "CASE WHEN metadata->>'status_code' ~ '^[0-9]{1,3}$' "
     "THEN (metadata->>'status_code')::int ELSE 0 END"
 )
@@ -68,7 +68,7 @@ FROM (
                coalesce(metadata->>'service', '') AS service,
                metric_name::text AS endpoint,
                coalesce(metadata->>'method', '') AS method,
-               {_STATUS} AS status_code,
+               {STATUS} AS status_code,
                value,
                {bin_sql("value")} AS bin,
                metadata->>'trace_id' AS trace_id,
