@@ -96,6 +96,7 @@ def test_empty_window_gives_zero_counts_and_null_latencies(
     insert(dsn, [(5.0, 200, 300.0)])
     result = collector.collect(period_hours=1)
     window = (result.pop("window_start"), result.pop("window_end"))
+    assert result.pop("last_minute")["requests_per_second"] == 0.0
     assert result == {
         "avg_latency_ms": None,
         "p50_latency_ms": None,

@@ -44,7 +44,9 @@ class ApiCollector:
     seconds), ``error_count`` (status >= 400) and ``error_rate`` (percent of
     requests); ``percentiles`` (``"exact"`` or ``"approximate"``) with
     ``relative_error``; ``window_start`` and ``window_end``; and
-    ``services``, the service names seen (``""``: none given). Floats are
+    ``services``, the service names seen (``""``: none given); and
+    ``last_minute``: ``requests_per_second`` over the last whole minute and
+    its ``start``. Floats are
     rounded to 2 decimals. The counts are exact for the window stated, at
     any table size: they come from the rollups.
     """
@@ -64,11 +66,13 @@ class ApiCollector:
             chosen = reads.plan(cur, window, level=0, service=service)
             groups = reads.read(cur, chosen, level=0, service=service)
             services = reads.services(cur, window, chosen.exact)
+            last = reads.last_minute(cur, window, service)
         return {
             **figures(groups.get(()), chosen.window.seconds),
             **reads.precision(chosen.exact),
             **chosen.window.describe(),
             "services": services,
+            "last_minute": last,
         }
 
     def close(self) -> None:

@@ -332,3 +332,23 @@ def services(cur: Any, window: Window, exact: bool) -> list[str]:
             window.params(),
         )
     return [row[0] for row in cur.fetchall()]
+
+
+def last_minute(cur: Any, window: Window, service: str | None = None) -> dict[str, Any]:
+    """Requests a second over the last whole minute (the current one is still filling)."""
+    now = (window.end - _EPOCH).total_seconds()
+    start = _EPOCH + timedelta(seconds=math.floor(now / 60) * 60 - 60)
+    if window.rollups:
+        minute = replace(window, start=start)
+        rows = source(0, (60,), _filters(service, None))
+        groups = rollup_totals(cur, minute, rows, ("bucket",), minute.params(service=service))
+        group = groups.get((start,))
+        count = group.count if group is not None else 0
+    else:
+        cur.execute(
+            f"SELECT count(*) FROM metrics WHERE {raw_filter(service, None)} "
+            "AND timestamp < %(until)s",
+            {"start": start, "until": start + timedelta(minutes=1), "service": service},
+        )
+        count = int(cur.fetchone()[0])
+    return {"start": start.isoformat(), "requests_per_second": round(count / 60.0, 2)}
