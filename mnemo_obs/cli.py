@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+import psycopg2
+
 from . import __version__, db, retention, schema
 from .errors import DatabaseError, MnemoObsError, PurgeSkipped
 
@@ -108,6 +110,92 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_endpoints(args: argparse.Namespace) -> int:
+    from .collectors import MetricsCollector
+
+    if not args.verbose:
+        logging.getLogger("mnemo_obs.collectors").setLevel(logging.CRITICAL)
+    with MetricsCollector(db.resolve_dsn(args.dsn), redis_url="", cache_ttl=0) as collector:
+        view = collector.endpoints(args.period_hours, service=args.service, limit=args.limit)
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    print(_endpoints_table(view))
+    return 0
+
+
+def _endpoints_table(view: dict[str, object]) -> str:
+    """The per-endpoint view as a terminal table, where the time goes first."""
+    header = ("endpoint", "method", "requests", "req/s", "errors %", "p50", "p95", "p99", "total s")
+    rows = [header]
+    for entry in view["endpoints"]:  # type: ignore[attr-defined]
+        name = (
+            entry["endpoint"] if not entry["service"] else f"{entry['service']} {entry['endpoint']}"
+        )
+        rows.append(
+            (
+                name,
+                entry["method"],
+                f"{entry['request_count']:,}",
+                f"{entry['requests_per_second']:g}",
+                f"{entry['error_rate']:g}",
+                *(f"{entry[k]:g}" if entry[k] is not None else "-" for k in _PERCENTILES),
+                f"{(entry['total_time_ms'] or 0) / 1000:,.1f}",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            str(cell).ljust(width) if i < 2 else str(cell).rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    mark = "exact" if view["percentiles"] == "exact" else f"within {view['relative_error']:.0%}"
+    lines.append(
+        f"{len(rows) - 1} endpoints, {view['window_start']} to {view['window_end']}; "
+        f"latencies in ms, percentiles {mark}"
+    )
+    return "\n".join(lines)
+
+
+_PERCENTILES = ("p50_latency_ms", "p95_latency_ms", "p99_latency_ms")
+
+
+def _cmd_rollup(args: argparse.Namespace) -> int:
+    from .rollups import compact, rebuild
+
+    dsn = db.resolve_dsn(args.dsn)
+    if args.rebuild:
+
+        def show(done: object) -> None:
+            print(
+                f"  {done.chunks_done}/{done.chunks} chunks, {done.rows:,} rows",  # type: ignore[attr-defined]
+                file=sys.stderr,
+            )
+
+        done = rebuild(dsn, hours=args.hours, progress=show)
+        rate = done.rows / done.seconds if done.seconds else 0.0
+        print(
+            f"rebuilt the rollups of {done.rows:,} rows in {done.seconds:.1f} s "
+            f"({rate:,.0f} rows/s)"
+        )
+    if args.compact:
+        conn = db.connect(dsn, application_name="mnemo_obs.rollups")
+        try:
+            conn.autocommit = False
+            passes = compact(conn)
+        except psycopg2.Error as exc:
+            raise DatabaseError(f"compaction failed: {db.explain(exc, dsn)}") from exc
+        finally:
+            conn.close()
+        if passes is None:
+            print(f"{PROG}: skipped: another process is compacting the rollups", file=sys.stderr)
+            return 3
+        print(f"compacted the rollups: {passes['pending']:,} pending rows moved")
+    return 0
+
+
 def _positive_days(text: str) -> float:
     try:
         days = float(text)
@@ -173,6 +261,7 @@ def _cmd_purge(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         progress=_Progress(sys.stderr),
         lock_timeout=args.lock_timeout,
+        rollup_days=args.rollup_days,
     )
     elapsed = time.monotonic() - started
     what = f"{args.type} rows" if args.type else "rows"
@@ -247,6 +336,14 @@ def make_parser() -> argparse.ArgumentParser:
         help="seconds a batch may wait for a lock, and this purge for another one to end, "
         "before giving up (default: %(default)g); a skipped purge exits 3",
     )
+    purge.add_argument(
+        "--rollup-days",
+        type=_positive_days,
+        default=retention.ROLLUP_DAYS,
+        metavar="N",
+        help="also delete the rollups older than N days (default: %(default)g): they are "
+        "small, and keep the figures of windows whose rows are gone",
+    )
     _add_dsn(purge)
     purge.set_defaults(handler=_cmd_purge)
 
@@ -297,13 +394,64 @@ def make_parser() -> argparse.ArgumentParser:
         help="the api window in hours, > 0 and <= 720 (default: %(default)s)",
     )
     summary.set_defaults(handler=_cmd_summary)
+
+    endpoints = commands.add_parser(
+        "endpoints",
+        parents=[common],
+        help="print latency, traffic and errors per endpoint, where the time goes first",
+        description="Print one line per service, endpoint and method over the window: "
+        "requests, requests/s, error rate, p50/p95/p99 and total time, sorted by total time.",
+    )
+    _add_dsn(endpoints)
+    endpoints.add_argument(
+        "--period-hours",
+        type=_period_hours,
+        default=1.0,
+        help="the window in hours, > 0 and <= 720 (default: %(default)s)",
+    )
+    endpoints.add_argument("--service", help="only this service ('' for rows of no service)")
+    endpoints.add_argument(
+        "--limit", type=_limit, default=50, metavar="N", help="at most N lines (default: 50)"
+    )
+    endpoints.add_argument("--json", action="store_true", help="print the JSON instead")
+    endpoints.set_defaults(handler=_cmd_endpoints)
+
+    rollup = commands.add_parser(
+        "rollup",
+        parents=[common],
+        help="rebuild the rollups from raw rows, or compact them now",
+        description="--rebuild: make the rollups of raw rows written without them (before "
+        "the upgrade, or by another tool), in chunks, with progress; idempotent, and never "
+        "touching a range whose raw rows are gone. --compact: run the background job's work "
+        "once (for setups where no app process runs it). Another process compacting: exit 3.",
+    )
+    _add_dsn(rollup)
+    rollup.add_argument("--rebuild", action="store_true", help="rebuild from raw rows")
+    rollup.add_argument(
+        "--hours",
+        type=_positive_days,
+        metavar="N",
+        help="with --rebuild: only the last N hours (default: every raw row)",
+    )
+    rollup.add_argument("--compact", action="store_true", help="compact the rollups now")
+    rollup.set_defaults(handler=_cmd_rollup)
     return parser
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 1..1000, got {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mnemo-obs`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     parser = make_parser()
     args = parser.parse_args(argv)
+    if args.command == "rollup" and not (args.rebuild or args.compact):
+        parser.error("rollup: say --rebuild or --compact")
+    if args.command == "rollup" and args.hours is not None and not args.rebuild:
+        parser.error("rollup: --hours goes with --rebuild")
     # Only serve reports its progress; other commands print their result,
     # and a failure as one line.
     quiet = logging.INFO if args.command == "serve" else logging.WARNING

@@ -41,6 +41,7 @@ RETENTION_OPTIONS = (
     "batch_size",
     "metric_type",
     "lock_timeout",
+    "rollup_days",
 )
 
 

@@ -8,7 +8,7 @@ cron line calling ``mnemo-obs purge`` is the recommended way (see the README).
 
 from __future__ import annotations
 
-from ._purge import LOCK_TIMEOUT, MAX_DAYS, purge
+from ._purge import LOCK_TIMEOUT, MAX_DAYS, ROLLUP_DAYS, purge
 from .scheduler import RetentionScheduler
 
-__all__ = ["LOCK_TIMEOUT", "MAX_DAYS", "RetentionScheduler", "purge"]
+__all__ = ["LOCK_TIMEOUT", "MAX_DAYS", "ROLLUP_DAYS", "RetentionScheduler", "purge"]

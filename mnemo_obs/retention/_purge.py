@@ -59,7 +59,19 @@ _TYPE_FILTER = " AND metric_type = %(metric_type)s"
 # Timestamps travel as text, written and read back by the same session: exact,
 # and free of Python's datetime range (years 1 to 9999), which a large
 # older_than_days or a row with an odd timestamp would leave.
-_CUTOFF_SQL = "SELECT (now() - make_interval(secs => %s))::text"
+# The cutoff starts a minute: the minute rollups of what remains are then all
+# of raw rows still there, so the two agree after a purge.
+_CUTOFF_SQL = "SELECT date_trunc('minute', now() - make_interval(secs => %s), 'UTC')::text"
+# Rollups are small (a row per endpoint and hour or day): they are kept
+# longer than raw rows, and trimmed in one statement.
+ROLLUP_DAYS = 400
+_ROLLUP_STATE_SQL = """
+UPDATE metrics_rollups_state SET purged_before = greatest(purged_before, %(cutoff)s::timestamptz)
+"""
+_ROLLUP_TRIM_SQL = """
+DELETE FROM metrics_rollups
+WHERE bucket < date_trunc('minute', now() - make_interval(secs => %(seconds)s), 'UTC')
+"""
 
 # One purge at a time across every process and host that shares the table
 # (app workers, cron): a session-level advisory lock, held for the purge.
@@ -110,6 +122,7 @@ def purge(
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
+    rollup_days: float | None = ROLLUP_DAYS,
     _on_connection: Callable[[psycopg2.extensions.connection | None], None] | None = None,
 ) -> int:
     """Delete the ``metrics`` rows older than ``older_than_days``, in short batches.
@@ -133,6 +146,9 @@ def purge(
         progress: called after each batch with the rows deleted so far.
         lock_timeout: seconds a batch may wait for a lock, and a purge for
             another purge to finish (default 5).
+        rollup_days: also delete the rollups older than this many days
+            (default 400; None keeps them). They are small, and keep the
+            figures of a window whose raw rows are gone.
 
     Returns:
         The number of rows deleted, or that would be with ``dry_run``.
@@ -148,6 +164,9 @@ def purge(
     if progress is not None and not callable(progress):
         raise ConfigurationError(f"progress must be callable, got {progress!r}")
     wait = _number("lock_timeout", lock_timeout, low=0, high=3600, low_ok=True)
+    keep = (
+        None if rollup_days is None else _number("rollup_days", rollup_days, low=0, high=MAX_DAYS)
+    )
     dsn: str | None = None
     if isinstance(dsn_or_conn, psycopg2.extensions.connection):
         conn, owned = dsn_or_conn, False
@@ -183,7 +202,10 @@ def purge(
             raise PurgeSkipped(
                 f"another purge is running on {where}: this one skipped (waited {wait:g} s for it)"
             )
-        return _purge(conn, days, batch_size, metric_type, progress, done, wait)
+        deleted = _purge(conn, days, batch_size, metric_type, progress, done, wait)
+        if metric_type in (None, "api"):
+            _trim_rollups(conn, days, keep)
+        return deleted
     except psycopg2.errors.LockNotAvailable as exc:
         raise DatabaseError(
             f"purge gave up on {where} after {done[0]} rows deleted: a batch waited more "
@@ -227,6 +249,20 @@ def _take_lock(conn: psycopg2.extensions.connection, wait: float) -> bool:
             if left <= 0:
                 return False
             time.sleep(min(0.2, left))
+
+
+def _trim_rollups(conn: psycopg2.extensions.connection, days: float, keep: float | None) -> None:
+    """Note where raw api rows now start, and trim rollups past ``keep`` days."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('metrics_rollups_state') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return
+        cur.execute(_CUTOFF_SQL, (days * 86400.0,))
+        (cutoff,) = cur.fetchone()
+        cur.execute(_ROLLUP_STATE_SQL, {"cutoff": cutoff})
+        if keep is not None:
+            cur.execute(_ROLLUP_TRIM_SQL, {"seconds": keep * 86400.0})
+            logger.debug("trimmed %d rollup rows older than %g days", cur.rowcount, keep)
 
 
 def _count(conn: psycopg2.extensions.connection, days: float, metric_type: str | None) -> int:

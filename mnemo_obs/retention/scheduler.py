@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import db
 from ..errors import MnemoObsError, PurgeSkipped
-from ._purge import LOCK_TIMEOUT, _number, _validate, purge
+from ._purge import LOCK_TIMEOUT, ROLLUP_DAYS, _number, _validate, purge
 
 logger = logging.getLogger("mnemo_obs.retention")
 
@@ -56,6 +56,7 @@ class RetentionScheduler:
         batch_size: int = 10_000,
         metric_type: str | None = None,
         lock_timeout: float = LOCK_TIMEOUT,
+        rollup_days: float | None = ROLLUP_DAYS,
     ) -> None:
         self._days = _validate(older_than_days, batch_size, metric_type)
         year = 366 * 86400.0
@@ -63,6 +64,9 @@ class RetentionScheduler:
         self._first_delay = _number("first_delay", first_delay, low=0, high=year, low_ok=True)
         self._jitter = _number("jitter", jitter, low=0, high=1, low_ok=True)
         self._lock_timeout = _number("lock_timeout", lock_timeout, low=0, high=3600, low_ok=True)
+        self._rollup_days = (
+            None if rollup_days is None else _number("rollup_days", rollup_days, low=0, high=1e6)
+        )
         self._dsn = db.resolve_dsn(dsn)
         self._batch_size = batch_size
         self._metric_type = metric_type
@@ -142,6 +146,7 @@ class RetentionScheduler:
                 metric_type=self._metric_type,
                 progress=check_stop,
                 lock_timeout=self._lock_timeout,
+                rollup_days=self._rollup_days,
                 _on_connection=self._track,
             )
         except _Stopped:
