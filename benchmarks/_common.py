@@ -29,7 +29,11 @@ def truncate_metrics(dsn: str) -> None:
             cur.execute("TRUNCATE metrics")
             cur.execute("SELECT to_regclass('metrics_rollups') IS NOT NULL")
             if cur.fetchone()[0]:
-                cur.execute("TRUNCATE metrics_rollups")
+                cur.execute("TRUNCATE metrics_rollups, metrics_rollups_pending")
+                cur.execute(
+                    "UPDATE metrics_rollups_state "
+                    "SET covered_since = '-infinity', purged_before = NULL"
+                )
     finally:
         conn.close()
 

@@ -21,7 +21,11 @@ def truncate_metrics(dsn: str) -> None:
     conn = psycopg2.connect(dsn)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE metrics, metrics_rollups")
+            cur.execute("TRUNCATE metrics, metrics_rollups, metrics_rollups_pending")
+            # Empty: the rollups cover everything, and nothing was purged.
+            cur.execute(
+                "UPDATE metrics_rollups_state SET covered_since = '-infinity', purged_before = NULL"
+            )
     finally:
         conn.close()
 

@@ -368,7 +368,8 @@ def test_extreme_days_and_timestamps_outside_pythons_datetime_range(dsn: str) ->
 def test_session_date_settings_do_not_move_the_cutoff(
     dsn: str, datestyle: str, timezone: str
 ) -> None:
-    insert_aged(dsn, [30.0001 + i / 100_000 for i in range(30)])
+    # The cutoff starts a minute: rows a few minutes older than 30 days go.
+    insert_aged(dsn, [30.003 + i / 100_000 for i in range(30)])
     recent = insert_aged(dsn, [29.9999 - i / 100_000 for i in range(30)])
     with connection(dsn) as conn:
         conn.autocommit = True

@@ -73,7 +73,10 @@ def open_window(cur: Any, hours: float) -> Window:
     now, has_state, has_pending = cur.fetchone()
     covered = purged = None
     if has_state:
-        cur.execute(f"SELECT covered_since, purged_before FROM {sql.STATE}")
+        cur.execute(
+            "SELECT CASE WHEN covered_since > '-infinity' THEN covered_since END, "
+            f"purged_before FROM {sql.STATE}"
+        )
         row = cur.fetchone()
         if row is not None:
             covered, purged = row

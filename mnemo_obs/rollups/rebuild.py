@@ -93,7 +93,8 @@ def rebuild(
                     progress(done)
             # The coverage now starts where the rebuild did.
             cur.execute(
-                f"UPDATE {sql.STATE} SET covered_since = least(covered_since, %s)", (start,)
+                f"UPDATE {sql.STATE} SET covered_since = least(covered_since, %s::timestamptz)",
+                (start,),
             )
             conn.commit()
     except psycopg2.Error as exc:

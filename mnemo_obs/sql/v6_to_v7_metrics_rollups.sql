@@ -57,7 +57,11 @@ CREATE TABLE IF NOT EXISTS metrics_rollups_state (
     covered_since TIMESTAMPTZ NOT NULL,
     purged_before TIMESTAMPTZ
 );
-INSERT INTO metrics_rollups_state (covered_since) VALUES (now()) ON CONFLICT DO NOTHING;
+-- An empty table is covered from the start; rows already there need a rebuild.
+INSERT INTO metrics_rollups_state (covered_since)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM metrics WHERE metric_type = 'api')
+            THEN now() ELSE '-infinity' END
+ON CONFLICT DO NOTHING;
 
 COMMENT ON TABLE metrics_rollups IS
     'Per-minute, -hour and -day aggregates of the api rows of metrics, written by mnemo_obs';
