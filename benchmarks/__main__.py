@@ -25,7 +25,7 @@ SECTIONS: list[str] = [
     "server",
     "writer",
     "sustained",
-    "summary",
+    "rollups",
     "retention",
     "logs",
 ]
