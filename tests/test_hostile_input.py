@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,13 +16,13 @@ from typing import Any
 import falcon
 import falcon.testing
 import pytest
-import waitress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnemo_obs.demo import make_app
 from mnemo_obs.installation import Installation, install
 
+from .httpserver import serving
 from .recording import UUID4, fetch
 
 SUMMARY = "/api/monitoring/advanced/summary"
@@ -116,16 +115,8 @@ def test_any_incoming_trace_id_gives_a_uuid_and_one_row(
 
 @contextmanager
 def waitress_server(app: falcon.App) -> Iterator[int]:
-    socket_map: dict[int, object] = {}
-    server = waitress.create_server(app, map=socket_map, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield server.effective_port
-    finally:
-        server.task_dispatcher.shutdown()
-        waitress.wasyncore.close_all(socket_map)
-        thread.join(10)
+    with serving(app, threads=2) as port:
+        yield port
 
 
 def raw_request(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:

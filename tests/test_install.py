@@ -13,10 +13,11 @@ import falcon.asgi
 import falcon.testing
 import psycopg2
 import pytest
-import waitress
 
 from mnemo_obs.errors import ConfigurationError
 from mnemo_obs.installation import Installation, install
+
+from .httpserver import serving
 
 SUMMARY = "/api/monitoring/advanced/summary"
 
@@ -223,12 +224,8 @@ def test_under_a_real_waitress_server(
     dsn: str, installed: Callable[..., tuple[falcon.App, Installation]]
 ) -> None:
     app, handle = installed()
-    socket_map: dict[int, object] = {}
-    server = waitress.create_server(app, map=socket_map, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", server.effective_port, timeout=10)
+    with serving(app, threads=2) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
             for path in ("/hello", "/hello/x", "/hello/nobody"):
                 conn.request("GET", path)
@@ -241,10 +238,6 @@ def test_under_a_real_waitress_server(
             body = json.loads(resp.read())
         finally:
             conn.close()
-    finally:
-        server.task_dispatcher.shutdown()
-        waitress.wasyncore.close_all(socket_map)
-        thread.join(10)
     assert resp.status == 200
     assert body["api"]["request_count"] == 3
     assert body["api"]["error_count"] == 1

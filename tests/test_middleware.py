@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -13,10 +12,10 @@ from typing import Any
 import falcon
 import falcon.testing
 import pytest
-import waitress
 
 from mnemo_obs import MetricsMiddleware, MetricsWriter, current_trace_id
 
+from .httpserver import serving
 from .recording import FAST_RETRY, UUID4, fetch, readme_example
 
 log = logging.getLogger("tests.app")
@@ -310,14 +309,8 @@ def served(dsn: str, make_writer: Any) -> Iterator[tuple[int, MetricsWriter]]:
     """The app behind a real waitress server on a free port, in a thread."""
     writer = make_writer(dsn)
     app, _ = build_app(writer)
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield server.effective_port, writer
-    finally:
-        server.close()
-        thread.join(timeout=10)
+    with serving(app) as port:
+        yield port, writer
 
 
 def test_through_a_real_waitress_server(served: tuple[int, MetricsWriter], dsn: str) -> None:
