@@ -3,8 +3,8 @@
 The data: 10M api rows (100 req/s for about 28 hours, 20 routes, lognormal
 latencies, about 3 % errors; the same as ``scale_fill.sql`` makes), their
 rollups made by ``rebuild()`` and rolled up by the background job's pass,
-and 28 more days of hour and day rollups copied from that day's (the rollups
-a month of such traffic leaves; its raw rows would be 260M). Then, with the
+and 28 more days of hour, six-hour and day rollups copied from that day's
+(the rollups a month of such traffic leaves; its raw rows would be 260M). Then, with the
 cache off, interleaved, each read at 1, 24 and 720 hours:
 
 - the summary's api section (``ApiCollector.collect``), as it was before
@@ -102,7 +102,7 @@ def _fill(dsn: str, rows: int, days: int) -> dict[str, float]:
         "service, endpoint, method, status_code, count, error_count, sum_ms, min_ms, max_ms, "
         "bins, counts, slowest_ms, slowest_trace_id, slowest_at - k * interval '1 day', "
         "slowest_status, true FROM metrics_rollups, generate_series(2, %(days)s) AS k "
-        "WHERE width = 3600 AND bucket < date_trunc('day', now(), 'UTC')",
+        "WHERE width IN (3600, 21600) AND bucket < date_trunc('day', now(), 'UTC')",
         "INSERT INTO metrics_rollups SELECT width, bucket - k * interval '1 day', level, "
         "service, endpoint, method, status_code, count, error_count, sum_ms, min_ms, max_ms, "
         "bins, counts, slowest_ms, slowest_trace_id, slowest_at - k * interval '1 day', "

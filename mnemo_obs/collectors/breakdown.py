@@ -9,7 +9,8 @@ them on its reader thread, with its timeout and cache.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..rollups import reads
@@ -35,7 +36,8 @@ def endpoints(
         cur,
         chosen,
         level=1,
-        keys=("service", "endpoint", "method"),
+        # Byte order (C) makes grouping by text a memcmp, not a locale's compare.
+        keys=('service COLLATE "C"', 'endpoint COLLATE "C"', 'method COLLATE "C"'),
         raw_keys=(RAW_SERVICE, "metric_name", RAW_METHOD),
         service=service,
     )
@@ -74,6 +76,11 @@ def timeseries(
     """Contiguous points of ``step`` seconds from the window's start; empty ones have 0 and null."""
     step = step or choose_step(window)
     level = 0 if endpoint is None else 1
+    # The points start at a multiple of the step, so each rollup row of a
+    # width that divides the step falls in one point: coarse rows, few of them.
+    since = window.start.timestamp()
+    aligned = datetime.fromtimestamp(math.floor(since / step) * step, timezone.utc)
+    window = replace(window, start=aligned)
     chosen = reads.plan(cur, window, level=level, service=service, endpoint=endpoint)
     stated = chosen.window
     start_epoch = stated.start.timestamp()

@@ -34,8 +34,8 @@ log = logging.getLogger("mnemo_obs.rollups")
 
 # "mnemo" + 2: the migration holds "mnemo", purges "mnemo" + 1.
 ADVISORY_LOCK_KEY = 0x6D6E656D6F + 2
-# Minute rows serve windows up to a day and time series with steps under an
-# hour; hours and days keep the figures beyond.
+# Minute and quarter-hour rows serve the edges of windows up to a week and
+# time series with steps under an hour; the coarser rows keep the figures.
 MINUTE_DAYS = 8
 # Pending rows moved per statement: a backlog (a job that was down) is
 # worked through in steps of this many.
@@ -67,9 +67,7 @@ def compact(conn: psycopg2.extensions.connection, *, full: bool = True) -> dict[
                 for width in sql.WIDTHS:
                     done[f"merged_{width}"] = _step(conn, cur, sql.merge_partials(width), {})
                 for width in sql.PARENT:
-                    unit = sql.UNITS[width]
-                    before = f"date_trunc('{unit}', now(), 'UTC')"
-                    cur.execute(f"SELECT {before}")
+                    cur.execute(f"SELECT {sql.floor_sql('now()', width)}")
                     (start,) = cur.fetchone()
                     done[f"rolled_{width}"] = _step(
                         conn, cur, sql.roll_up(width), {"before": start}
@@ -80,7 +78,7 @@ def compact(conn: psycopg2.extensions.connection, *, full: bool = True) -> dict[
                 done["expired"] = _step(
                     conn,
                     cur,
-                    f"DELETE FROM {sql.TABLE} WHERE width = 60 AND rolled_up "
+                    f"DELETE FROM {sql.TABLE} WHERE width < 3600 AND rolled_up "
                     "AND bucket < now() - %(days)s * interval '1 day'",
                     {"days": MINUTE_DAYS},
                 )

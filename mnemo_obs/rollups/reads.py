@@ -103,23 +103,28 @@ def source(level: int, widths: tuple[int, ...], filters: str) -> str:
     up, or it is but its parent is not read (not in ``widths``, or starting
     before the window): each request is counted once.
     """
-    rules = []
+    # As a union of index range scans: the rows not rolled up (few: a
+    # partial index), and per width the rolled-up rows of the window's first
+    # parent bucket, which starts before the window (a short range).
+    listed = ", ".join(str(width) for width in widths)
+    parts = [
+        f"SELECT {sql.COLUMNS} FROM {sql.TABLE} WHERE NOT rolled_up AND level = {level} "
+        f"AND bucket >= %(start)s AND width IN ({listed}){filters}"
+    ]
     for width in widths:
         parent = sql.PARENT.get(width)
+        if width not in sql.PARENT:
+            continue  # days are never rolled up
+        where = f"rolled_up AND level = {level} AND width = {width} AND bucket >= %(start)s"
         if parent in widths:
-            rules.append(
-                f"(width = {width} AND (NOT rolled_up OR "
-                f"date_trunc('{sql.UNITS[parent]}', bucket, 'UTC') < %(start)s))"
-            )
-        else:
-            rules.append(f"width = {width}")
-    return f"""(
-    SELECT {sql.COLUMNS} FROM {sql.TABLE}
-    WHERE level = {level} AND bucket >= %(start)s AND ({" OR ".join(rules)}){filters}
-    UNION ALL
-    SELECT {sql.COLUMNS} FROM ({sql.minutes_select(sql.PENDING)}) AS pending
-    WHERE level = {level} AND bucket >= %(start)s{filters}
-) AS r"""
+            where += f" AND bucket < {sql.ceil_sql('%(start)s::timestamptz', parent)}"
+        parts.append(f"SELECT {sql.COLUMNS} FROM {sql.TABLE} WHERE {where}{filters}")
+    parts.append(
+        f"SELECT {sql.COLUMNS} FROM ({sql.minutes_select(sql.PENDING)}) AS pending "
+        f"WHERE level = {level} AND bucket >= %(start)s{filters}"
+    )
+    union = "\n    UNION ALL\n    ".join(parts)
+    return f"(\n    {union}\n) AS r"
 
 
 @dataclass
@@ -175,17 +180,24 @@ def rollup_bins(
     """Merge the histograms of ``rows`` into ``groups``."""
     if not groups:
         return
-    select, group = _grouping(keys, 1)
-    order = group.replace("GROUP BY", "ORDER BY")
+    _select, group = _grouping(keys, 1)
+    # unnest in the select list (the arrays in step) runs faster than in
+    # FROM; no ORDER BY, so PostgreSQL may hash (bins are sorted here).
+    inner = ", ".join(f"{key} AS k{i}" for i, key in enumerate(keys))
+    outer = ", ".join(f"k{i}" for i in range(len(keys)))
     cur.execute(
-        f"SELECT {select}u.bin, sum(u.n)::bigint FROM {rows}, "
-        f"unnest(r.bins, r.counts) AS u(bin, n){group}{order}",
+        f"SELECT {outer + ', ' if keys else ''}bin, sum(n)::bigint FROM "
+        f"(SELECT {inner + ', ' if keys else ''}unnest(r.bins) AS bin, unnest(r.counts) AS n "
+        f"FROM {rows}) AS u{group}",
         params,
     )
     for row in cur.fetchall():
         found = groups.get(tuple(row[: len(keys)]))
         if found is not None and found.bins is not None:
             found.bins.append((row[-2], int(row[-1])))
+    for found in groups.values():
+        if found.bins:
+            found.bins.sort()
 
 
 @dataclass(frozen=True)

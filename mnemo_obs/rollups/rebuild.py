@@ -146,19 +146,17 @@ def _chunk(conn: psycopg2.extensions.connection, cur: Any, start: datetime, end:
         f"DELETE FROM {sql.TABLE} WHERE width = 60 AND bucket >= %(start)s AND bucket < %(end)s",
         params,
     )
-    for width, unit in ((3600, "hour"), (86400, "day")):
+    for child, width in sql.PARENT.items():
         # The parents that held these minutes go; their other children roll up again.
-        lo = f"date_trunc('{unit}', %(start)s::timestamptz, 'UTC')"
-        hi = f"date_trunc('{unit}', %(end)s::timestamptz - interval '1 microsecond', 'UTC')"
+        lo = sql.floor_sql("%(start)s::timestamptz", width)
+        hi = sql.floor_sql("(%(end)s::timestamptz - interval '1 microsecond')", width)
         cur.execute(
             f"DELETE FROM {sql.TABLE} WHERE width = {width} AND bucket >= {lo} AND bucket <= {hi}",
             params,
         )
-        child = 60 if width == 3600 else 3600
         cur.execute(
             f"UPDATE {sql.TABLE} SET rolled_up = false WHERE width = {child} AND rolled_up "
-            f"AND date_trunc('{unit}', bucket, 'UTC') >= {lo} "
-            f"AND date_trunc('{unit}', bucket, 'UTC') <= {hi}",
+            f"AND bucket >= {lo} AND bucket < {hi} + interval '{width} seconds'",
             params,
         )
     cur.execute(

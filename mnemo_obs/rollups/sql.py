@@ -13,9 +13,22 @@ from .histogram import bin_sql
 TABLE = "metrics_rollups"
 STATE = "metrics_rollups_state"
 PENDING = "metrics_rollups_pending"
-WIDTHS = (60, 3600, 86400)
-UNITS = {60: "minute", 3600: "hour", 86400: "day"}
-PARENT = {60: 3600, 3600: 86400}
+# The widths of rollup buckets, each a whole number of the one before: a
+# minute, a quarter of an hour, an hour, six hours, a day. A read of a
+# window takes the coarsest rows that fit (a 30-day time series reads 120
+# six-hour rows, not 43,200 minutes).
+WIDTHS = (60, 900, 3600, 21600, 86400)
+PARENT = dict(zip(WIDTHS, WIDTHS[1:], strict=False))
+
+
+def floor_sql(value: str, width: int) -> str:
+    """SQL: the start of the ``width``-second bucket (UTC, from the epoch) that holds ``value``."""
+    return f"to_timestamp(floor(extract(epoch FROM {value}) / {width}) * {width})"
+
+
+def ceil_sql(value: str, width: int) -> str:
+    """SQL: the first ``width``-second bucket start at or after ``value``."""
+    return f"to_timestamp(ceil(extract(epoch FROM {value}) / {width}) * {width})"
 
 # The rollup of a request: a number status from the metadata, never failing
 # on a row another tool wrote (a string, junk: 0, not an error).
@@ -167,4 +180,4 @@ WITH moved AS (
     RETURNING *
 ), rolled AS (
     SELECT * FROM moved WHERE level < 2
-){_merged("rolled", str(parent), f"date_trunc('{UNITS[parent]}', bucket, 'UTC')")}"""
+){_merged("rolled", str(parent), floor_sql("bucket", parent))}"""

@@ -4,14 +4,15 @@
 --
 -- The writer copies each batch into metrics_rollups_pending too, in the batch's own
 -- transaction. A background job turns pending rows into per-minute rollup rows (and
--- deletes them, in one transaction), merges rows that share a key, and rolls minutes
--- into hours and hours into days; a row it has rolled into its parent is marked
+-- deletes them, in one transaction), merges rows that share a key, and rolls each
+-- width into the next (minute, quarter hour, hour, six hours, day); a row it has
+-- rolled into its parent is marked
 -- rolled_up. Reads add the pending rows to the rollups, and count a rollup row when
 -- its bucket is in the window and it is not rolled up, or its parent starts before
 -- the window: raw rows and rollups never disagree.
 
 CREATE TABLE IF NOT EXISTS metrics_rollups (
-    width INTEGER NOT NULL,              -- seconds the bucket spans: 60, 3600 or 86400
+    width INTEGER NOT NULL,              -- seconds the bucket spans: 60, 900, 3600, 21600, 86400
     bucket TIMESTAMPTZ NOT NULL,         -- its start (UTC)
     level SMALLINT NOT NULL,             -- 0: whole service, 1: endpoint and method, 2: and status
     service TEXT NOT NULL DEFAULT '',    -- '' when the app names none
@@ -30,7 +31,7 @@ CREATE TABLE IF NOT EXISTS metrics_rollups (
     slowest_at TIMESTAMPTZ,
     slowest_status INTEGER,
     rolled_up BOOLEAN NOT NULL DEFAULT false,
-    CONSTRAINT valid_rollup_width CHECK (width IN (60, 3600, 86400)),
+    CONSTRAINT valid_rollup_width CHECK (width IN (60, 900, 3600, 21600, 86400)),
     CONSTRAINT valid_rollup_level CHECK (level IN (0, 1, 2))
 );
 
@@ -43,11 +44,11 @@ CREATE TABLE IF NOT EXISTS metrics_rollups_pending (
     metadata JSONB
 );
 
--- Reads: one level, a range of buckets.
-CREATE INDEX IF NOT EXISTS idx_metrics_rollups_level_bucket ON metrics_rollups (level, bucket);
--- The background job: rows not yet merged or rolled up.
-CREATE INDEX IF NOT EXISTS idx_metrics_rollups_pending
-    ON metrics_rollups (width, bucket) WHERE NOT rolled_up;
+-- Reads: one level and width, a range of buckets.
+CREATE INDEX IF NOT EXISTS idx_metrics_rollups_read ON metrics_rollups (level, width, bucket);
+-- Rows not rolled up yet: most of what reads add up, and the background job's work.
+CREATE INDEX IF NOT EXISTS idx_metrics_rollups_live
+    ON metrics_rollups (level, bucket) WHERE NOT rolled_up;
 
 -- covered_since: since when every api row has its rollups; raw rows older than this
 -- (written before the upgrade, or by other tools) need `mnemo-obs rollup --rebuild`.
