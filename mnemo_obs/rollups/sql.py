@@ -8,6 +8,8 @@ rows not yet moved) and for ``mnemo-obs rollup --rebuild`` (rows of
 
 from __future__ import annotations
 
+import itertools
+
 from .histogram import bin_sql
 
 TABLE = "metrics_rollups"
@@ -18,7 +20,7 @@ PENDING = "metrics_rollups_pending"
 # window takes the coarsest rows that fit (a 30-day time series reads 120
 # six-hour rows, not 43,200 minutes).
 WIDTHS = (60, 900, 3600, 21600, 86400)
-PARENT = dict(zip(WIDTHS, WIDTHS[1:], strict=False))
+PARENT = dict(itertools.pairwise(WIDTHS))
 
 
 def floor_sql(value: str, width: int) -> str:
@@ -29,6 +31,7 @@ def floor_sql(value: str, width: int) -> str:
 def ceil_sql(value: str, width: int) -> str:
     """SQL: the first ``width``-second bucket start at or after ``value``."""
     return f"to_timestamp(ceil(extract(epoch FROM {value}) / {width}) * {width})"
+
 
 # The rollup of a request: a number status from the metadata, never failing
 # on a row another tool wrote (a string, junk: 0, not an error).
