@@ -135,9 +135,9 @@ def slowest(
     """The slowest requests, slowest first, with their trace ids.
 
     A small window's raw rows give exactly the slowest. Past that, the
-    rollups keep the slowest request of each endpoint per minute, hour or
-    day (the coarser the older), so two slow requests of one endpoint in
-    the same bucket show as one.
+    rollups keep the slowest request of each endpoint per bucket (a minute
+    to a day: the coarser, the older), so two slow requests of one endpoint
+    in the same bucket show as one.
     """
     chosen = reads.plan(cur, window, level=1, service=service, endpoint=endpoint)
     stated = chosen.window

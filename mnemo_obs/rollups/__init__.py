@@ -1,4 +1,4 @@
-"""Rollups: per-minute, -hour and -day aggregates of the requests, for reads at any size.
+"""Rollups: aggregates of the requests per minute up to per day, for reads at any size.
 
 The writer copies every batch for them; :class:`Compactor` (started by the
 writer) aggregates and rolls them up in the background; :func:`rebuild`

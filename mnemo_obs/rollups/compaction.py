@@ -4,10 +4,10 @@ Each pass, in short transactions of its own:
 
 1. moves pending rows (what the writers copied) into per-minute rollup rows;
 2. merges rows that share a key and have not been rolled up yet;
-3. rolls finished minutes into their hour, and finished hours into their
-   day (the current hour's row holds its finished minutes, and so on), and
-   marks the children ``rolled_up``;
-4. deletes minute rows older than :data:`MINUTE_DAYS` (their hours and days
+3. rolls each finished bucket into the next width (minute, quarter hour,
+   hour, six hours, day: the current quarter hour's row holds its finished
+   minutes, and so on), and marks the children ``rolled_up``;
+4. deletes minute and quarter-hour rows older than :data:`MINUTE_DAYS` (the coarser
    keep the figures).
 
 It runs one at a time across every process and host (a session advisory

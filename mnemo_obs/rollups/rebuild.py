@@ -3,7 +3,7 @@
 A table filled before the rollups existed (or by another tool) has raw rows
 and no rollups. A rebuild aggregates the raw rows into minute rows, ten
 minutes at a time, each chunk one transaction that replaces that range's
-minute rows; the background job then rolls them into hours and days. It is
+minute rows; the background job then rolls them up to hours and days. It is
 idempotent (run it again: the same rows), and it never touches a range
 whose raw rows are gone: only from the oldest raw row (or the last purge's
 cutoff) on.
@@ -54,7 +54,7 @@ def rebuild(
 
     Each chunk locks the rollups table against writes for its transaction
     (the writers' batches wait, tens to hundreds of milliseconds), deletes
-    the chunk's minute rows, un-rolls the hours and days it touched, and
+    the chunk's minute rows, un-rolls the coarser rows it touched, and
     writes its minute rows again from ``metrics``.
 
     Raises:

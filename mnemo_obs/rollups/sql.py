@@ -1,4 +1,4 @@
-"""The SQL of rollups: minutes from raw rows, merging rows, rolling minutes into hours.
+"""The SQL of rollups: minutes from raw rows, merging rows, rolling each width up.
 
 One aggregation, :func:`minutes_select`, turns raw rows into per-minute
 rollup rows, for the background job (pending rows), for the reads (pending

@@ -1,4 +1,4 @@
--- mnemo_obs rollups: aggregates of the api rows per minute, hour and day, for reads of
+-- mnemo_obs rollups: aggregates of the api rows per minute up to per day, for reads of
 -- constant cost at any table size. The metrics table itself is unchanged.
 -- Idempotent: every statement can run again on a migrated database and change nothing.
 --
@@ -65,7 +65,7 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM metrics WHERE metric_type = 'api')
 ON CONFLICT DO NOTHING;
 
 COMMENT ON TABLE metrics_rollups IS
-    'Per-minute, -hour and -day aggregates of the api rows of metrics, written by mnemo_obs';
+    'Aggregates of the api rows of metrics per minute to per day, written by mnemo_obs';
 COMMENT ON TABLE metrics_rollups_pending IS
     'Rows of metrics written and not yet in metrics_rollups (a background job moves them)';
 COMMENT ON TABLE metrics_rollups_state IS
