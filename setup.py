@@ -26,6 +26,7 @@ setup(
     extras_require={
         # The embedded throwaway PostgreSQL of `mnemo-obs serve` without a DSN.
         "demo": ["testing.postgresql>=1.3"],
+        "prometheus": ["prometheus_client>=0.17"],
         "test": [
             "pytest>=7",
             "pytest-cov>=4",
@@ -33,6 +34,9 @@ setup(
             "hypothesis>=6",
             "flask>=2.2",
             "gunicorn>=21",
+            "prometheus_client>=0.17",
+            "opentelemetry-sdk>=1.20",
+            "opentelemetry-instrumentation-falcon>=0.41b0",
         ],
         "bench": [
             "testing.postgresql>=1.3",

@@ -46,6 +46,8 @@ class DrainThreads:
     _abandoned: set[int]
     _ensure_schema: Any
     _service: str
+    _observers: list[Any]
+    _observer_errors: set[str]
     _warned_no_rollups: bool
     _taken: int
     _in_flight: dict[int, int]
@@ -91,6 +93,8 @@ class DrainThreads:
                 if taken is None:
                     return
                 start, rows = taken
+                for observe in self._observers:
+                    self._observe(observe, rows)
                 try:
                     lines, unformattable, error = formatter.lines(rows)
                     if unformattable:
@@ -110,6 +114,16 @@ class DrainThreads:
         finally:
             if conn is not None:
                 _close_quietly(conn.conn)
+
+    def _observe(self, observe: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Hand a batch to an observer (Prometheus), here on the writer thread; never fail."""
+        try:
+            observe(rows)
+        except Exception as exc:  # an observer's bug costs its figures, not the rows
+            key = f"{type(exc).__name__}: {exc}"
+            if key not in self._observer_errors:
+                self._observer_errors.add(key)
+                log.exception("mnemo_obs writer: an observer failed (logged once)")
 
     def _deliver(self, conn: _Link | None, start: int, lines: list[bytes]) -> _Link | None:
         """Write ``lines``, reconnecting and backing off until done or given up."""

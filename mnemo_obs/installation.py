@@ -23,8 +23,9 @@ from .collectors.summary import REDIS_URL_ENV
 from .errors import ConfigurationError
 from .logs import LiveLogs
 from .middleware import MetricsMiddleware
+from .prometheus import MetricsResource, PrometheusExporter
 from .read_routes import ROUTES, add_read_routes
-from .resources import DEFAULT_PREFIX, HealthResource, SummaryResource, resolve_token
+from .resources import DEFAULT_PREFIX, HealthResource, SummaryResource, _BearerCheck, resolve_token
 from .retention import RetentionScheduler
 from .retention._purge import MAX_DAYS, _number
 from .writer import MetricsWriter
@@ -181,6 +182,7 @@ def install(
     summary_timeout: float = MetricsCollector.TIMEOUT,
     create_schema: bool = False,
     service: str | None = None,
+    prometheus_path: str | None = None,
     logs: bool = True,
     log_level: str | int = "INFO",
     log_loggers: Iterable[str] = ("",),
@@ -239,6 +241,9 @@ def install(
         service: this app's name, when several apps share one table
             (default ``$MNEMO_OBS_SERVICE``, else none): in every row, and a
             filter of every read.
+        prometheus_path: serve Prometheus's text format here (e.g.
+            ``"/metrics"``; default None: not served), behind the summary's
+            token; needs ``pip install 'mnemo-obs[prometheus]'``.
         logs: collect log records and serve them at ``{prefix}/logs`` and
             ``{prefix}/logs/stream`` (default True); False adds neither
             the handler nor the routes.
@@ -288,6 +293,9 @@ def install(
         raise ConfigurationError(f"logs must be True or False, not {logs!r}")
     log_paths = LiveLogs.paths(prefix) if logs else ()
     read_paths = tuple(f"{prefix}/{name}" for name in ROUTES)
+    if prometheus_path is not None:
+        _check_path("prometheus_path", prometheus_path)
+        read_paths += (prometheus_path,)
     for path in (summary_path, health_path, *read_paths, *log_paths):
         if path is not None:
             _refuse_taken_route(app, path)
@@ -306,6 +314,8 @@ def install(
     }
 
     writer = MetricsWriter(dsn, create_schema=create_schema, service=service, **writer_settings)
+    # Before anything else is made: a missing prometheus_client stops here.
+    exporter = PrometheusExporter(writer) if prometheus_path is not None else None
     collector: MetricsCollector | None = None
     live_logs: LiveLogs | None = None
     try:
@@ -344,6 +354,8 @@ def install(
     _add_first(app, middleware)
     app.add_route(summary_path, SummaryResource(collector, writer=writer, token=resolved_token))
     add_read_routes(app, prefix, collector, resolved_token)
+    if exporter is not None and prometheus_path is not None:
+        app.add_route(prometheus_path, MetricsResource(exporter, _BearerCheck(resolved_token)))
     if health_path is not None:
         app.add_route(health_path, HealthResource())
     if live_logs is not None:

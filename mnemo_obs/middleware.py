@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._guard import EXPOSE_HEADER, METHOD_MAX, UNMATCHED, Recorder
-from .tracing import TRACE_ENVIRON_KEY, TRACE_HEADER, _current, new_trace_id, valid_trace_id
+from .trace_context import continued_trace_id
+from .tracing import TRACE_HEADER, _current
 
 if TYPE_CHECKING:
     import falcon  # not at run time: `import mnemo_obs` must not load Falcon
@@ -57,8 +58,7 @@ class MetricsMiddleware(Recorder):
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
-            incoming = req.env.get(TRACE_ENVIRON_KEY)
-            trace_id = (incoming and valid_trace_id(incoming)) or new_trace_id()
+            trace_id = continued_trace_id(req.env)
             context = req.context
             context.trace_id = trace_id
             path = req.path

@@ -87,14 +87,18 @@ def new_trace_id() -> str:
         return trace_id
 
 
+# The nil UUID is nobody's trace.
+_NIL = "00000000-0000-0000-0000-000000000000"
+
+
 def valid_trace_id(value: str | None) -> str | None:
     """Return ``value`` lower-cased if it is a well-formed UUID, else None.
 
     Only the canonical 36-character form is accepted, so an incoming header
     can never put CR/LF, long junk or anything but hex digits and hyphens
-    into our response headers, logs or rows.
+    into our response headers, logs or rows; the nil UUID is refused.
     """
-    if value and len(value) == 36 and _UUID_RE.fullmatch(value):
+    if value and len(value) == 36 and _UUID_RE.fullmatch(value) and value != _NIL:
         return value.lower()
     return None
 

@@ -173,6 +173,8 @@ class MetricsWriter(Lifecycle, DrainThreads):
                 f"maintain_rollups must be True or False, not {maintain_rollups!r}"
             )
         self._maintain_rollups = maintain_rollups
+        # Called with each batch on the writer thread (the Prometheus exporter).
+        self._observers: list[Any] = []
         self._reset()
 
     def _reset(self, *, closed: bool = False) -> None:
@@ -202,6 +204,7 @@ class MetricsWriter(Lifecycle, DrainThreads):
         self._schema_lock = threading.Lock()
         self._warned_no_rollups = False
         self._compactor: Compactor | None = None
+        self._observer_errors: set[str] = set()
         self._written = self._rejected = self._dropped_retries = self._batches = 0
         self._last_error: str | None = None
         self._last_error_at: float | None = None

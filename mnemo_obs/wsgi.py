@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._guard import EXPOSE_HEADER, METHOD_MAX, UNMATCHED, Recorder, expose
-from .tracing import TRACE_ENVIRON_KEY, TRACE_HEADER, _current, new_trace_id, valid_trace_id
+from .trace_context import continued_trace_id
+from .tracing import TRACE_HEADER, _current
 
 if TYPE_CHECKING:
     from .writer import MetricsWriter
@@ -60,8 +61,7 @@ class MetricsWSGIMiddleware(Recorder):
         self._endpoint_of = endpoint_of
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        incoming = environ.get(TRACE_ENVIRON_KEY)
-        trace_id = (incoming and valid_trace_id(incoming)) or new_trace_id()
+        trace_id = continued_trace_id(environ)
         environ[ENVIRON_KEY] = trace_id
         path = environ.get("PATH_INFO", "")
         if path in self._skip_paths or (
