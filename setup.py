@@ -46,6 +46,8 @@ setup(
             "gunicorn>=21",
             # The dashboard's browser tests drive the system's Chromium.
             "playwright>=1.40",
+            # The wheel test builds one without build isolation (offline).
+            "wheel",
         ],
         "bench": [
             "testing.postgresql>=1.3",

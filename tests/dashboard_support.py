@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import falcon
 import pytest
@@ -113,20 +114,27 @@ def running(app: falcon.App, threads: int = 6) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
+def _split(base: str) -> tuple[int, str]:
+    """The port and the path prefix (a WSGI mount) of a base URL."""
+    parts = urlsplit(base)
+    assert parts.port is not None
+    return parts.port, parts.path.rstrip("/")
+
+
 def send(base: str, paths: list[str]) -> list[str]:
     """GET each path; the trace ids the server gave."""
-    port = int(base.rsplit(":", 1)[1])
+    port, root = _split(base)
     ids = []
     for path in paths:
-        _status, headers, _body = get(port, path)
+        _status, headers, _body = get(port, f"{root}{path}")
         ids.append(headers["x-trace-id"])
     return ids
 
 
 def api(base: str, route: str, headers: dict[str, str] | None = None) -> Any:
     """A JSON route's answer (``route`` with its query), asserting a 200."""
-    port = int(base.rsplit(":", 1)[1])
-    status, _headers, body = get(port, f"{PREFIX}/{route}", headers=headers)
+    port, root = _split(base)
+    status, _headers, body = get(port, f"{root}{PREFIX}/{route}", headers=headers)
     assert status == 200, (route, status, body)
     return body
 

@@ -233,3 +233,34 @@ def test_auto_refresh_shows_new_requests_without_a_reload(dashboard_app, browser
             watch.wait_refreshes(watch.refreshes() + 1)
             assert len(watch.api_calls("summary")) > asked
             watch.assert_clean()
+
+
+def test_the_page_works_mounted_under_a_prefix(dashboard_app, browser) -> None:
+    """Its URLs are relative: behind a proxy or a WSGI mount that adds a prefix it still works."""
+    app, _handle = dashboard_app(dashboard_path="/ops/dash")
+
+    def mounted(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/mount/"):
+            environ["SCRIPT_NAME"] = "/mount"
+            environ["PATH_INFO"] = path[len("/mount") :]
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not here"]
+
+    with running(mounted) as base:
+        send(f"{base}/mount", ["/fast"] * 3)
+        wait_for_count(f"{base}/mount", 3)
+        with watched_page(browser) as watch:
+            page = watch.page
+            page.goto(f"{base}/mount/ops/dash?paused=1#token={TOKEN}")
+            watch.wait_refreshes(1)
+            assert page.get_by_test_id("tile-request-count").locator(".value").inner_text() == "3"
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=log-status]').textContent"
+                ".startsWith('Live')"
+            )
+            paths = {urlsplit(r.url).path for r in watch.requests}
+            assert "/mount/api/monitoring/advanced/summary" in paths
+            assert all(p.startswith("/mount/") for p in paths)
+            watch.assert_clean()

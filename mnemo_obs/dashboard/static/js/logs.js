@@ -106,9 +106,14 @@ export class LogPanel {
         return; // nothing changes until the token or a filter does
       }
       if (resp.status === 503) {
-        const wait = Math.min(Math.max(Number(resp.headers.get("Retry-After")) || 5, 1), 60);
-        this.say(`${await reason(resp)} Trying again in ${wait} s.`, "error");
-        await sleep(wait * 1000, signal);
+        // Over the server's stream cap. Retry-After is when a stream will surely
+        // end; a stream this page just closed frees its slot within seconds, so
+        // try sooner, backing off, but never later than the server said.
+        const until = Math.max(Number(resp.headers.get("Retry-After")) || 5, 1) * 1000;
+        const wait = Math.min(backoff, until);
+        this.say(`${await reason(resp)} Trying again in ${Math.round(wait / 100) / 10} s.`, "error");
+        await sleep(wait, signal);
+        backoff = Math.min(backoff * 2, MAX_BACKOFF);
         continue;
       }
       if (!resp.ok) {
