@@ -27,7 +27,7 @@ function palette() {
 function axes(colors, unit) {
   const axis = { stroke: colors.fg, grid: { stroke: colors.grid, width: 1 }, ticks: { stroke: colors.grid, width: 1 } };
   return [
-    axis,
+    { ...axis, space: 70 },
     { ...axis, size: 64, values: (u, ticks) => ticks.map((t) => `${fmt.number(t, 1)}${unit}`) },
   ];
 }

@@ -13,6 +13,8 @@ import { readState, writeState } from "./state.js";
 import { renderSummary, failSummary } from "./tiles.js";
 import { TokenForm, loadToken, storeToken, takeTokenFromFragment } from "./token.js";
 
+const SLOWEST = 10; // rows of the slowest requests
+
 takeTokenFromFragment();
 const api = new Api(document.body.dataset.api);
 api.token = loadToken();
@@ -141,7 +143,7 @@ async function refresh() {
     api.get("summary", common, mine.signal),
     api.get("timeseries", filtered, mine.signal),
     api.get("endpoints", common, mine.signal),
-    api.get("slowest", filtered, mine.signal),
+    api.get("slowest", { ...filtered, limit: SLOWEST }, mine.signal),
   ]);
   if (mine !== controller) return; // a newer refresh took over
   controller = null;

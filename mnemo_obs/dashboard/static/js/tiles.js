@@ -28,13 +28,14 @@ function fail(id, message) {
 }
 
 /** A labelled bar (a <meter>, so no inline style is needed) with its figure. */
-function gauge(label, percent, figure) {
+function gauge(label, percent, figure, { highIsGood = false } = {}) {
   const meter = document.createElement("meter");
   meter.min = 0;
   meter.max = 100;
-  meter.low = 70;
+  // The meter's colour: green in the good region, amber next to it, red past.
+  meter.low = highIsGood ? 50 : 70;
   meter.high = 90;
-  meter.optimum = 0;
+  meter.optimum = highIsGood ? 100 : 0;
   meter.value = Math.max(0, Math.min(100, Number(percent) || 0));
   meter.title = fmt.percent(percent);
   return el("div", { className: "gauge" }, [
@@ -42,6 +43,10 @@ function gauge(label, percent, figure) {
     meter,
     el("span", { className: "figure", text: figure }),
   ]);
+}
+
+function count(n, one, many = `${one}s`) {
+  return `${fmt.number(n)} ${n === 1 ? one : many}`;
 }
 
 function facts(text) {
@@ -97,13 +102,13 @@ function renderWriter(writer) {
       className: drops > 0 ? "facts bad" : "facts",
       text: `${fmt.number(drops)} dropped (queue full ${fmt.number(writer.dropped_queue_full)}, after retries ${fmt.number(writer.dropped_after_retries)}, at close ${fmt.number(writer.dropped_closed)})`,
     }),
-    facts(`${fmt.number(writer.written)} written in ${fmt.number(writer.batches)} batches`),
+    facts(`${fmt.number(writer.written)} written in ${count(writer.batches, "batch", "batches")}`),
   ];
   if (rejected > 0) body.push(el("p", { className: "facts bad", text: `${fmt.number(rejected)} rejected by the database` }));
   if (writer.last_error) body.push(el("p", { className: "facts bad", text: `last error: ${writer.last_error}` }));
   set("tile-writer", {
     value: `queue ${fmt.number(writer.queue_depth)}`,
-    sub: writer.healthy === false ? "unhealthy" : `${fmt.number(drops)} dropped`,
+    sub: writer.healthy === false ? "unhealthy: see its last error" : "rows waiting for the next batch",
     state,
     body,
   });
@@ -124,9 +129,9 @@ function renderRedis(redis) {
     sub: `of ${fmt.megabytes(redis.memory_max_mb)} (${redis.memory_max_source || "limit"})`,
     body: [
       gauge("memory", redis.memory_percent, fmt.percent(redis.memory_percent)),
-      gauge("hit rate", redis.hit_rate, fmt.percent(redis.hit_rate)),
+      gauge("hit rate", redis.hit_rate, fmt.percent(redis.hit_rate), { highIsGood: true }),
       facts(
-        `${fmt.number(redis.keys_total)} keys · ${fmt.number(redis.connected_clients)} clients · ${fmt.number(redis.evicted_keys)} evicted`,
+        `${count(redis.keys_total, "key")} · ${count(redis.connected_clients, "client")} · ${fmt.number(redis.evicted_keys)} evicted`,
       ),
     ],
   });
@@ -144,9 +149,9 @@ function renderPostgres(pg) {
     state: pg.slow_queries_count > 0 ? "warn" : "ok",
     body: [
       gauge("connections", used, `${fmt.number(used, 0)} %`),
-      gauge("cache hits", pg.cache_hit_ratio, fmt.percent(pg.cache_hit_ratio)),
+      gauge("cache hits", pg.cache_hit_ratio, fmt.percent(pg.cache_hit_ratio), { highIsGood: true }),
       facts(
-        `database ${fmt.megabytes(pg.db_size_mb)} · ${fmt.number(pg.slow_queries_count)} slow queries (${pg.slow_queries_source})`,
+        `database ${fmt.megabytes(pg.db_size_mb)} · ${count(pg.slow_queries_count, "slow query", "slow queries")} (${pg.slow_queries_source})`,
       ),
     ],
   });
@@ -160,7 +165,7 @@ function renderSystem(system) {
   const worst = Math.max(system.cpu_percent || 0, system.memory_percent || 0, system.disk_percent || 0);
   set("tile-system", {
     value: `CPU ${fmt.percent(system.cpu_percent)}`,
-    sub: `${fmt.number(system.cpu_count)} cores`,
+    sub: count(system.cpu_count, "core"),
     state: worst >= 90 ? "warn" : "ok",
     body: [
       gauge("CPU", system.cpu_percent, fmt.percent(system.cpu_percent)),
