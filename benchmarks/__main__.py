@@ -28,6 +28,7 @@ SECTIONS: list[str] = [
     "summary",
     "retention",
     "logs",
+    "dashboard",
 ]
 
 
