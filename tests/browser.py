@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -152,6 +153,17 @@ class Watched:
         assert self.failed == [], self.failed
         bad = [(s, u) for s, u in self.statuses if s >= 400 and s not in allowed_statuses]
         assert bad == [], bad
+
+    def wait_until(self, what: str, predicate: Callable[[], object]) -> None:
+        """Wait for a condition outside the page (the server's), letting the page run.
+
+        Not ``tests.recording.wait_until``: its sleep would stall Playwright,
+        which must answer the page's intercepted requests meanwhile.
+        """
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            self.page.wait_for_timeout(20)
 
     def refreshes(self) -> int:
         return int(self.page.get_attribute("body", "data-refreshes") or 0)

@@ -184,3 +184,31 @@ def test_a_browser_eventsource_receives_the_stream_and_resumes(dashboard_app, br
         assert [message for _id, message in received] == ["first", "second"]
         assert resumes[0] is None and resumes[1] == received[0][0]
         watch.assert_clean()
+
+
+HIDE = """hidden => {
+    Object.defineProperty(document, 'hidden', {value: hidden, configurable: true});
+    document.dispatchEvent(new Event('visibilitychange'));
+}"""
+
+
+def test_a_hidden_tab_closes_its_stream_and_stops_polling(dashboard_app, browser) -> None:
+    app, handle = dashboard_app()
+    slots = handle.logs.slots
+    with running(app) as base, watched_page(browser) as watch:
+        page = watch.page
+        page.goto(f"{base}{DASHBOARD}?refresh=1#token={TOKEN}")
+        wait_status(page, "Live")
+        assert slots.open == 1
+        page.evaluate(HIDE, True)
+        # The server notices the closed stream at a heartbeat: its thread is free.
+        watch.wait_until("the hidden tab's stream to end", lambda: slots.open == 0)
+        asked = len(watch.api_calls("summary"))
+        page.wait_for_timeout(2500)  # over two refresh intervals
+        assert len(watch.api_calls("summary")) == asked
+        page.evaluate(HIDE, False)
+        watch.wait_until("the stream to open again", lambda: slots.open == 1)
+        watch.wait_refreshes(watch.refreshes() + 1)
+        assert len(watch.api_calls("summary")) > asked
+        assert len(streams(watch)) == 2
+        watch.assert_clean()
