@@ -69,7 +69,12 @@ def test_the_page_and_its_assets_carry_the_security_headers_and_etags(dashboard_
     main = next(p for p in paths if p.endswith("/js/main.js"))
     assert client.simulate_get(main).headers["content-type"] == "text/javascript; charset=utf-8"
     assert client.simulate_head(main).status_code == 200
-    assert client.simulate_get(main.replace("main.js", "nope.js")).status_code == 404
+    missing = client.simulate_get(main.replace("main.js", "nope.js"))
+    old = client.simulate_get(f"{DASHBOARD}/static/0123456789ab/js/main.js")  # an older version
+    for answer in (missing, old):
+        assert answer.status_code == 404
+        assert answer.headers["content-security-policy"].startswith("default-src 'self'")
+        assert answer.headers["cache-control"] == "no-store"
 
 
 def test_assets_are_gzipped_for_clients_that_take_it(dashboard_app) -> None:

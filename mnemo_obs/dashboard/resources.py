@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import posixpath
+import re
 from collections.abc import Iterable
 
 import falcon
@@ -125,6 +126,16 @@ class AssetResource:
     on_head = on_get
 
 
+def _not_found(req: falcon.Request, resp: falcon.Response, **params: str) -> None:
+    """Any other path under the assets' prefix (an old asset URL after an upgrade): 404."""
+    for name, value in SECURITY_HEADERS.items():
+        resp.set_header(name, value)
+    resp.set_header("Cache-Control", "no-store")
+    resp.status = falcon.HTTP_404
+    resp.content_type = "text/plain; charset=utf-8"
+    resp.data = b"Not found: reload the dashboard's page for its current files.\n"
+
+
 class Dashboard:
     """The page and its assets for one install: paths checked, files read, page rendered.
 
@@ -173,7 +184,9 @@ class Dashboard:
         return (self.path, *(f"{self.asset_base}{name}" for name in self.files))
 
     def add_routes(self, app: falcon.App) -> None:
-        """Add the page's route and one route per asset."""
+        """Add the page's route, one route per asset, and a 404 for the rest of the prefix."""
         app.add_route(self.path, AssetResource(self.page, PAGE_CACHE))
         for name, asset in self.files.items():
             app.add_route(f"{self.asset_base}{name}", AssetResource(asset))
+        # Routes are matched before sinks: this answers only what no route does.
+        app.add_sink(_not_found, f"^{re.escape(self.static_prefix)}")
