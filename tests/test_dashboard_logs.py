@@ -96,18 +96,19 @@ def test_the_tail_resumes_with_last_event_id_when_a_stream_ends(dashboard_app, b
         page.goto(f"{base}{DASHBOARD}?paused=1#token={TOKEN}")
         wait_status(page, "Live")
         sent = []
+        ended = (
+            "() => performance.getEntriesByType('resource')"
+            ".filter(e => e.name.includes('/logs/stream')).length"
+        )
         for i in range(4):
-            opened = len(streams(watch))
+            done = page.evaluate(ended)
             text = f"message {i}"
             send(base, [f"/say?text={text.replace(' ', '+')}"])
             sent.append(text)
             wait_entries(page, i + 1)
-            # The next one goes out once a new stream (a resume) is open.
-            page.wait_for_function(
-                "n => performance.getEntriesByType('resource')"
-                ".filter(e => e.name.includes('/logs/stream')).length > n",
-                arg=opened,
-            )
+            # The next one is logged once the stream that brought this one has
+            # ended (its lifetime): it reaches the page through the resume.
+            page.wait_for_function(f"() => ({ended})() > {done}")
         messages = entries(page).locator(".message").all_inner_texts()
         assert messages == sent  # each once, in order: nothing lost, nothing twice
         resumed = [r for r in streams(watch)[1:] if r.headers.get("last-event-id")]
@@ -116,7 +117,8 @@ def test_the_tail_resumes_with_last_event_id_when_a_stream_ends(dashboard_app, b
 
 
 def test_over_the_stream_cap_the_panel_backs_off_and_says_so(dashboard_app, browser) -> None:
-    app, _handle = dashboard_app(log_max_streams=1, log_max_stream_seconds=3)
+    # A lifetime long enough that the held stream outlives the page's first try.
+    app, _handle = dashboard_app(log_max_streams=1, log_max_stream_seconds=15)
     with running(app) as base:
         port = int(base.rsplit(":", 1)[1])
         with watched_page(browser) as watch:
