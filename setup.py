@@ -47,6 +47,7 @@ setup(
             # The dashboard's browser tests drive the system's Chromium.
             "playwright>=1.40",
             # The wheel test builds one without build isolation (offline).
+            "setuptools",
             "wheel",
         ],
         "bench": [
