@@ -12,7 +12,18 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(exclude=("tests", "tests.*", "benchmarks", "benchmarks.*")),
-    package_data={"mnemo_obs": ["py.typed", "sql/*.sql"]},
+    package_data={
+        "mnemo_obs": [
+            "py.typed",
+            "sql/*.sql",
+            # The dashboard: its page, CSS, JS modules and the vendored uPlot.
+            "dashboard/index.html",
+            "dashboard/static/*.css",
+            "dashboard/static/*.png",
+            "dashboard/static/js/*.js",
+            "dashboard/static/vendor/uplot/*",
+        ]
+    },
     # 3.9 for importlib.resources.files; 3.10 for `X | None` at runtime in
     # dataclasses. Tested on 3.11.
     python_requires=">=3.10",
@@ -37,12 +48,19 @@ setup(
             "prometheus_client>=0.17",
             "opentelemetry-sdk>=1.20",
             "opentelemetry-instrumentation-falcon>=0.41b0",
+            # The dashboard's browser tests drive the system's Chromium.
+            "playwright>=1.40",
+            # The wheel test builds one without build isolation (offline).
+            "setuptools",
+            "wheel",
         ],
         "bench": [
             "testing.postgresql>=1.3",
             "prometheus_client>=0.17",
             "opentelemetry-sdk>=1.20",
             "opentelemetry-instrumentation-falcon>=0.41b0",
+            # Section 'dashboard' loads the page in the system's Chromium.
+            "playwright>=1.40",
         ],
     },
     entry_points={"console_scripts": ["mnemo-obs = mnemo_obs.cli:main"]},

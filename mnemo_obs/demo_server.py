@@ -28,8 +28,10 @@ def _print_urls(
 ) -> None:
     auth = ' -H "Authorization: Bearer $MNEMO_OBS_TOKEN"' if installation.token_required else ""
     log_auth = f'-H "Authorization: Bearer {log_token or "$MNEMO_OBS_TOKEN"}"'
-    lines = [
-        f"mnemo-obs demo serving on {base} (Ctrl-C to stop)",
+    lines = [f"mnemo-obs demo serving on {base} (Ctrl-C to stop)"]
+    if installation.dashboard_path is not None:
+        lines.append(_dashboard_line(base, installation, log_token))
+    lines += [
         "Try:",
         f"  curl -i {base}/items/42",
         f"  curl {base}/items/4242        # 404",
@@ -44,6 +46,21 @@ def _print_urls(
     if installation.logs is not None and log_token:
         lines.append("  (the live logs always need a token: this one was made for this run)")
     print("\n".join(lines), file=out, flush=True)
+
+
+def _dashboard_line(base: str, installation: Installation, log_token: str | None) -> str:
+    """The dashboard's URL; a token made for this run goes in the fragment.
+
+    Browsers never send the fragment (``#token=...``) to the server; the page
+    reads it, keeps it in the tab's sessionStorage and takes it out of the
+    address bar.
+    """
+    url = f"{base}{installation.dashboard_path}"
+    if log_token:
+        return f"Dashboard: {url}#token={log_token}"
+    if installation.token_required:
+        return f"Dashboard: {url} (it asks for the token; or add #token=<token> to the URL)"
+    return f"Dashboard: {url}"
 
 
 def _stats_line(installation: Installation, flushed: bool) -> str:

@@ -20,6 +20,8 @@ from ._guard import paths
 from ._support import INSTALLATIONS
 from .collectors import MetricsCollector
 from .collectors.summary import REDIS_URL_ENV
+from .dashboard import DEFAULT_PATH as DEFAULT_DASHBOARD_PATH
+from .dashboard import Dashboard
 from .errors import ConfigurationError
 from .logs import LiveLogs
 from .middleware import MetricsMiddleware
@@ -58,6 +60,8 @@ class Installation:
         token_required: whether the summary asks for a bearer token.
         logs: the :class:`~mnemo_obs.logs.LiveLogs` behind the log routes,
             or None with ``logs=False``.
+        dashboard_path: where the dashboard page is served, or None with
+            ``dashboard_path=None``.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class Installation:
         summary_path: str,
         token_required: bool,
         logs: LiveLogs | None = None,
+        dashboard_path: str | None = None,
     ) -> None:
         self.writer = writer
         self.collector = collector
@@ -78,6 +83,7 @@ class Installation:
         self.summary_path = summary_path
         self.token_required = token_required
         self.logs = logs
+        self.dashboard_path = dashboard_path
         INSTALLATIONS.add(self)  # for mnemo_obs.serve(): closed at SIGTERM
 
     def close(self, timeout: float | None = None) -> bool:
@@ -170,6 +176,7 @@ def install(
     token: str | None = None,
     prefix: str = DEFAULT_PREFIX,
     health_path: str | None = "/health",
+    dashboard_path: str | None = DEFAULT_DASHBOARD_PATH,
     skip_paths: tuple[str, ...] = DEFAULT_SKIP_PATHS,
     skip_prefixes: tuple[str, ...] = (),
     max_queue: int | None = None,
@@ -218,6 +225,10 @@ def install(
             ``/api/monitoring/advanced``).
         health_path: the open health route (default ``/health``); None adds
             none, for an app that has its own.
+        dashboard_path: where the dashboard page is served (default
+            ``/monitoring``), its files under ``{dashboard_path}/static/``;
+            None serves none. The page holds no data and is open; its
+            calls to the JSON routes carry the token.
         skip_paths: paths not recorded (default ``/health``, ``/metrics``).
             The summary and health routes are never recorded, so a dashboard
             polling them does not fill the table with its own requests.
@@ -299,9 +310,22 @@ def install(
     for path in (summary_path, health_path, *read_paths, *log_paths):
         if path is not None:
             _refuse_taken_route(app, path)
+    dashboard = None
+    if dashboard_path is not None:
+        dashboard = Dashboard(
+            dashboard_path,
+            api_prefix=prefix,
+            logs_stream=log_paths[1] if log_paths else None,
+            reserved=(summary_path, health_path, *read_paths, *log_paths),
+        )
+        for path in dashboard.routes:
+            _refuse_taken_route(app, path)
     dsn = db.resolve_dsn(dsn)
     resolved_token = resolve_token(token)
     own_paths = (summary_path, *read_paths, *log_paths) + ((health_path,) if health_path else ())
+    if dashboard is not None:  # its polling and its files are not the app's traffic
+        own_paths += (dashboard.path,)
+        skip_prefixes += (dashboard.static_prefix,)
     writer_settings: dict[str, Any] = {
         key: value
         for key, value in (
@@ -361,6 +385,8 @@ def install(
     if live_logs is not None:
         live_logs.add_routes(app, prefix)
         live_logs.attach()
+    if dashboard is not None:
+        dashboard.add_routes(app)
     log.info(
         "mnemo_obs installed: recording to %s, summary at %s%s",
         db.describe(dsn),
@@ -375,6 +401,7 @@ def install(
         summary_path=summary_path,
         token_required=resolved_token is not None,
         logs=live_logs,
+        dashboard_path=dashboard.path if dashboard is not None else None,
     )
 
 

@@ -18,6 +18,8 @@ import redis
 
 from mnemo_obs import apply_schema
 
+from .browser import browser  # noqa: F401  (the dashboard tests' headless Chromium)
+from .dashboard_support import dashboard_app  # noqa: F401  (a fixture for the dashboard tests)
 from .logs_support import logs_app  # noqa: F401  (a fixture for the live-log tests)
 from .recording import make_writer  # noqa: F401  (a fixture for the recording tests)
 from .servers import ExistingPostgres, OwnedPostgres, RedisServer, truncate_metrics
