@@ -69,6 +69,12 @@ def _threads(text: str) -> int:
     return int(text)
 
 
+def _max_queue(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"must be 1..10000000 rows, got {text!r}")
+    return int(text)
+
+
 def _token(text: str) -> str:
     from .resources import _TOKEN_RE  # the same rule as install(token=)
 
@@ -89,6 +95,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         threads=args.threads,
+        max_queue=args.max_queue,
     )
 
 
@@ -375,6 +382,11 @@ def make_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--threads", type=_threads, default=8, help="waitress worker threads (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=_max_queue,
+        help="rows the writer may hold before it drops (default: install()'s, 10000)",
     )
     serve.set_defaults(handler=_cmd_serve)
 

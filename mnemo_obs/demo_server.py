@@ -83,6 +83,7 @@ def run(
     host: str,
     port: int,
     threads: int,
+    max_queue: int | None = None,
     out: IO[str] = sys.stdout,
 ) -> int:
     """Serve the demo until SIGINT or SIGTERM; return 0 once every row is written, else 1.
@@ -125,6 +126,7 @@ def run(
             token=token,
             log_token=log_token,
             create_schema=True,
+            max_queue=max_queue,
         )
         ready_installation = installation
         flushed = serve(

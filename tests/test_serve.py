@@ -166,6 +166,7 @@ def test_serve_on_a_busy_port_exits_2(dsn: str, capsys: pytest.CaptureFixture[st
     [
         (["--port", "70000"], "--port"),
         (["--threads", "0"], "--threads"),
+        (["--max-queue", "0"], "--max-queue"),
     ],
 )
 def test_serve_bad_flags_exit_2(
@@ -232,7 +233,10 @@ def test_summary_unreachable_servers_exit_2(
 
 def test_help_lists_the_new_commands(capsys: pytest.CaptureFixture[str]) -> None:
     for command, flags in (
-        ("serve", ["--dsn", "--redis-url", "--token", "--host", "--port", "--threads"]),
+        (
+            "serve",
+            ["--dsn", "--redis-url", "--token", "--host", "--port", "--threads", "--max-queue"],
+        ),
         ("summary", ["--dsn", "--redis-url", "--period-hours"]),
     ):
         with pytest.raises(SystemExit):
