@@ -99,11 +99,6 @@ urlpatterns.append(path("pid", pid))
 """
 
 
-def gunicorn_conf() -> str:
-    """docs/frameworks.md's gunicorn.conf.py."""
-    return readme_example("gunicorn-conf")
-
-
 class Gunicorn:
     """A gunicorn arbiter on a free port, its log in a file (a pipe could fill and block it)."""
 
@@ -174,9 +169,8 @@ class Gunicorn:
 def gunicorn(tmp_path: Path, app: str, dsn: str, *args: str, **kwargs: Any) -> Iterator[Gunicorn]:
     server = Gunicorn(tmp_path, app, dsn, *args, **kwargs)
     try:
-        wait_until(
-            f"gunicorn to answer:\n{server.log()}", lambda: _pid(server.port), timeout=DEADLINE
-        )
+        wait_until("gunicorn to answer", lambda: _pid(server.port), timeout=DEADLINE)
+        wait_until("every worker to start", lambda: len(server.workers()) == WORKERS)
         yield server
     finally:
         server.kill()
@@ -245,16 +239,30 @@ def check_every_answer_has_its_row(dsn: str, answered: dict[str, int], pids: set
     assert {answered[trace] for trace in rows if trace in answered} == pids
 
 
-@pytest.mark.parametrize("hook", [True, False], ids=["worker_exit", "atexit"])
-@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+HOOKS = {
+    "mnemo_obs.gunicorn": lambda: readme_example("gunicorn-conf"),
+    "own hook": lambda: readme_example("gunicorn-own-hook"),
+    "atexit": lambda: "",
+}
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "hook", "preload"),
+    [
+        *((worker_class, hook, False) for worker_class in ("sync", "gthread") for hook in HOOKS),
+        ("sync", "mnemo_obs.gunicorn", True),
+    ],
+)
 def test_every_worker_writes_and_sigterm_loses_no_row(
-    dsn: str, tmp_path: Path, worker_class: str, hook: bool
+    dsn: str, tmp_path: Path, worker_class: str, hook: str, preload: bool
 ) -> None:
     (tmp_path / "myapp.py").write_text(FALCON_APP.replace("**OPTIONS", ""), encoding="utf-8")
-    (tmp_path / "gunicorn.conf.py").write_text(gunicorn_conf() if hook else "", encoding="utf-8")
-    args = ("--config", "gunicorn.conf.py", "--worker-class", worker_class)
+    (tmp_path / "gunicorn.conf.py").write_text(HOOKS[hook](), encoding="utf-8")
+    args: tuple[str, ...] = ("--config", "gunicorn.conf.py", "--worker-class", worker_class)
     if worker_class == "gthread":  # (with sync, threads > 1 would switch to gthread)
         args += ("--threads", "2")
+    if preload:
+        args += ("--preload",)
     with gunicorn(tmp_path, "myapp:app", dsn, *args) as server:
         workers = server.workers()
         assert len(workers) == WORKERS
@@ -266,13 +274,14 @@ def test_every_worker_writes_and_sigterm_loses_no_row(
         finally:
             answered = load.stop()
     assert status == 0, server.log()
+    assert "Exception during worker exit" not in server.log()
     check_every_answer_has_its_row(dsn, answered, workers)
 
 
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_a_hup_reload_loses_no_row(dsn: str, tmp_path: Path, worker_class: str) -> None:
     (tmp_path / "myapp.py").write_text(FALCON_APP.replace("**OPTIONS", ""), encoding="utf-8")
-    (tmp_path / "gunicorn.conf.py").write_text(gunicorn_conf(), encoding="utf-8")
+    (tmp_path / "gunicorn.conf.py").write_text(readme_example("gunicorn-conf"), encoding="utf-8")
     args = ("--config", "gunicorn.conf.py", "--worker-class", worker_class)
     with gunicorn(tmp_path, "myapp:app", dsn, *args) as server:
         old = server.workers()
@@ -312,7 +321,7 @@ def test_flask_and_django_under_gunicorn(
         (site / "wsgi.py").write_text(wsgi, encoding="utf-8")
         target, endpoint, summary = "mysite.wsgi:app", "/pid", "/monitoring/summary"
         env = {"DJANGO_SETTINGS_MODULE": "mysite.settings"}
-    (tmp_path / "gunicorn.conf.py").write_text(gunicorn_conf(), encoding="utf-8")
+    (tmp_path / "gunicorn.conf.py").write_text(readme_example("gunicorn-conf"), encoding="utf-8")
     args = ("--config", "gunicorn.conf.py", "--worker-class", worker_class)
     with gunicorn(tmp_path, target, dsn, *args, env=env) as server:
         workers = server.workers()
@@ -367,7 +376,7 @@ def test_retention_in_every_worker_purges_one_at_a_time(dsn: str, tmp_path: Path
     old = insert_aged(dsn, [31 + i / 10_000 for i in range(4000)])
     app = FALCON_APP.replace("**OPTIONS", f"**{RETENTION}")
     (tmp_path / "myapp.py").write_text(app, encoding="utf-8")
-    (tmp_path / "gunicorn.conf.py").write_text(gunicorn_conf(), encoding="utf-8")
+    (tmp_path / "gunicorn.conf.py").write_text(readme_example("gunicorn-conf"), encoding="utf-8")
     args = ("--config", "gunicorn.conf.py", "--worker-class", "sync")
     with ExitStack() as held:
         held.enter_context(purge_lock_held(dsn))
