@@ -86,21 +86,26 @@ def test_werkzeugs_dispatcher_mounts_it_and_its_requests_still_get_trace_ids(
     assert list(rows_by_trace(dsn)) == [work]
 
 
-def test_the_readme_example_serves_a_bare_wsgi_app(
-    dsn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_docs_examples_serve_a_bare_wsgi_app(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MNEMO_OBS_DSN", dsn)
     monkeypatch.setenv("MNEMO_OBS_TOKEN", "s3cret")
-    namespace: dict[str, Any] = {"__name__": "readme_wsgi"}
+    auth = {"Authorization": "Bearer s3cret"}
+    namespace: dict[str, Any] = {"__name__": "docs_wsgi"}
     exec(readme_example("any-wsgi"), namespace)
     monitoring = namespace["monitoring"]
     try:
         with serving(namespace["application"]) as port:
             sent = requests(port, [("GET", "/hello", 200)])
-            status, _, body = get(
-                port, "/monitoring/summary", headers={"Authorization": "Bearer s3cret"}
-            )
+            status, _, body = get(port, "/monitoring/summary", headers=auth)
             assert status == 200 and body["api"]["request_count"] == 1
+        exec(readme_example("wsgi-dispatcher"), namespace)  # the same app, mounted by werkzeug
+        with serving(namespace["application"]) as port:
+            sent.update(requests(port, [("GET", "/", 200)]))
+            status, _, body = get(port, "/ops/monitoring/endpoints", headers=auth)
+            assert status == 200
+            assert [
+                (e["endpoint"], e["service"], e["request_count"]) for e in body["endpoints"]
+            ] == [("<GET>", "hello", 2)]
         assert rows_by_trace(dsn) == {trace: ("<GET>", "GET", 200) for trace in sent}
     finally:
         monitoring.close(10)
