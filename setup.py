@@ -38,12 +38,17 @@ setup(
         # The embedded throwaway PostgreSQL of `mnemo-obs serve` without a DSN.
         "demo": ["testing.postgresql>=1.3"],
         "prometheus": ["prometheus_client>=0.17"],
+        # mnemo_obs.flask and mnemo_obs.django use the app's own framework;
+        # these extras only make sure it is a version they work with.
+        "flask": ["flask>=2.2"],
+        "django": ["django>=4.2"],
         "test": [
             "pytest>=7",
             "pytest-cov>=4",
             "testing.postgresql>=1.3",
             "hypothesis>=6",
             "flask>=2.2",
+            "django>=4.2",
             "gunicorn>=21",
             "prometheus_client>=0.17",
             "opentelemetry-sdk>=1.20",
@@ -65,7 +70,9 @@ setup(
     },
     entry_points={"console_scripts": ["mnemo-obs = mnemo_obs.cli:main"]},
     classifiers=[
+        "Framework :: Django",
         "Framework :: Falcon",
+        "Framework :: Flask",
         "Programming Language :: Python :: 3",
         "Topic :: System :: Monitoring",
         "Typing :: Typed",

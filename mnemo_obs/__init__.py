@@ -17,6 +17,7 @@ from .wsgi import MetricsWSGIMiddleware
 
 if TYPE_CHECKING:
     from .installation import Installation, install
+    from .monitoring import MonitoringApp, monitoring_app
     from .serving import serve
 
 __version__ = "0.1.0"
@@ -29,11 +30,13 @@ __all__ = [
     "MetricsWSGIMiddleware",
     "MetricsWriter",
     "MnemoObsError",
+    "MonitoringApp",
     "TraceIdFilter",
     "__version__",
     "apply_schema",
     "current_trace_id",
     "install",
+    "monitoring_app",
     "serve",
 ]
 
@@ -45,6 +48,10 @@ def __getattr__(name: str) -> object:
         from . import installation
 
         return getattr(installation, name)
+    if name in ("monitoring_app", "MonitoringApp"):
+        from . import monitoring
+
+        return getattr(monitoring, name)
     if name == "serve":
         from .serving import serve
 

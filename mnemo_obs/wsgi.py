@@ -11,6 +11,7 @@ from .trace_context import continued_trace_id
 from .tracing import TRACE_HEADER, _current
 
 if TYPE_CHECKING:
+    from .monitoring import MonitoringApp
     from .writer import MetricsWriter
 
 ENVIRON_KEY = "mnemo_obs.trace_id"
@@ -41,6 +42,11 @@ class MetricsWSGIMiddleware(Recorder):
             a trace id and its header, but no row).
         skip_prefixes: ``PATH_INFO`` prefixes not recorded, likewise.
         endpoint_of: ``environ -> str | None``, the route template.
+        monitoring: a :func:`mnemo_obs.monitoring_app` to serve at
+            ``monitoring_prefix`` (its requests get a trace id, no row);
+            ``writer`` must then be its ``writer``.
+        monitoring_prefix: where ``monitoring`` is mounted (default
+            ``/api/monitoring/advanced``, as :func:`mnemo_obs.install`).
     """
 
     def __init__(
@@ -51,11 +57,19 @@ class MetricsWSGIMiddleware(Recorder):
         skip_paths: Iterable[str] = ("/health", "/metrics"),
         skip_prefixes: Iterable[str] = (),
         endpoint_of: Callable[[dict[str, Any]], str | None] | None = None,
+        monitoring: MonitoringApp | None = None,
+        monitoring_prefix: str = "/api/monitoring/advanced",
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, not {app!r}")
         if endpoint_of is not None and not callable(endpoint_of):
             raise TypeError(f"endpoint_of must be callable or None, not {endpoint_of!r}")
+        if monitoring is not None:
+            from ._mount import with_monitoring
+
+            app, skip_paths, skip_prefixes = with_monitoring(
+                app, writer, monitoring, monitoring_prefix, skip_paths, skip_prefixes
+            )
         super().__init__(writer, skip_paths, skip_prefixes)
         self.app = app
         self._endpoint_of = endpoint_of
