@@ -62,6 +62,8 @@ class Installation:
             or None with ``logs=False``.
         dashboard_path: where the dashboard page is served, or None with
             ``dashboard_path=None``.
+        routes: every path served (the summary, the read routes, the logs,
+            health, Prometheus, the dashboard page; not its files).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class Installation:
         token_required: bool,
         logs: LiveLogs | None = None,
         dashboard_path: str | None = None,
+        routes: tuple[str, ...] = (),
     ) -> None:
         self.writer = writer
         self.collector = collector
@@ -84,6 +87,7 @@ class Installation:
         self.token_required = token_required
         self.logs = logs
         self.dashboard_path = dashboard_path
+        self.routes = routes
         INSTALLATIONS.add(self)  # for mnemo_obs.serve(): closed at SIGTERM
 
     def close(self, timeout: float | None = None) -> bool:
@@ -314,7 +318,7 @@ def install(
     if dashboard_path is not None:
         dashboard = Dashboard(
             dashboard_path,
-            api_prefix=prefix,
+            api_prefix=prefix or "/",  # "" when the routes sit at the root of a mount
             logs_stream=log_paths[1] if log_paths else None,
             reserved=(summary_path, health_path, *read_paths, *log_paths),
         )
@@ -402,6 +406,7 @@ def install(
         token_required=resolved_token is not None,
         logs=live_logs,
         dashboard_path=dashboard.path if dashboard is not None else None,
+        routes=own_paths + ((dashboard.path,) if dashboard is not None else ()),
     )
 
 

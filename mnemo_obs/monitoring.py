@@ -16,14 +16,13 @@ one writer, one collector and one set of live logs per process.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import falcon
 
 from .errors import ConfigurationError
 from .installation import install
-from .read_routes import ROUTES
 from .wsgi import ENVIRON_KEY
 
 if TYPE_CHECKING:
@@ -37,8 +36,7 @@ if TYPE_CHECKING:
 # live at the root of the monitoring app, and every request to it gets a
 # trace id but no row.
 _FIXED = ("app", "prefix", "health_path", "skip_paths", "skip_prefixes")
-# Where the dashboard page goes inside the monitoring app, once this version
-# of mnemo_obs has one (install(dashboard_path=...)).
+# Where the dashboard page goes inside the monitoring app.
 DASHBOARD_PATH = "/dashboard"
 
 
@@ -71,7 +69,7 @@ class MonitoringApp:
     def __init__(self, falcon_app: falcon.App, installation: Installation) -> None:
         self._app = falcon_app
         self.installation = installation
-        self.routes = tuple(_routes(installation))
+        self.routes = installation.routes
 
     @property
     def writer(self) -> MetricsWriter:
@@ -120,18 +118,6 @@ class MonitoringApp:
         self.close()
 
 
-def _routes(installation: Installation) -> Iterable[str]:
-    yield installation.summary_path
-    yield from (f"/{name}" for name in ROUTES)
-    yield "/health"
-    logs = installation.logs
-    if logs is not None and logs.records_path and logs.stream_path:
-        yield from (logs.records_path, logs.stream_path)
-    dashboard = getattr(installation, "dashboard_path", None)
-    if dashboard:
-        yield dashboard
-
-
 def monitoring_app(**options_: Any) -> MonitoringApp:
     """Make the monitoring routes a WSGI app to mount under any prefix.
 
@@ -170,8 +156,7 @@ def monitoring_app(**options_: Any) -> MonitoringApp:
             f"monitoring_app(): unknown option {', '.join(map(repr, unknown))}; {why}"
         )
     settings: dict[str, Any] = dict(options_)
-    if "dashboard_path" in allowed:  # the dashboard: in the versions that have one
-        settings.setdefault("dashboard_path", DASHBOARD_PATH)
+    settings.setdefault("dashboard_path", DASHBOARD_PATH)
     app = falcon.App()
     installation = install(
         app,

@@ -8,6 +8,7 @@ the session (``settings.configure``), from the docs' ``settings.py`` and
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -113,8 +114,16 @@ def test_the_docs_view_sees_the_trace_id_and_skip_prefixes_apply(
     assert headers["access-control-expose-headers"] == "X-Trace-ID"
     status, headers, _ = get(port, "/static/app.css")  # the docs' skip_prefixes
     assert status == 404 and headers["x-trace-id"]
+    # A W3C traceparent continues its trace, as through the WSGI wrapper.
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = {"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+    status, headers, continued = get(port, "/api/items/10", headers=parent)
+    assert status == 200 and continued["trace_id"] == str(uuid.UUID(trace))
     assert monitoring.writer.flush(10)
-    assert rows_by_trace(dsn) == {body["trace_id"]: ("/api/items/<int:item_id>", "GET", 200)}
+    assert rows_by_trace(dsn) == {
+        body["trace_id"]: ("/api/items/<int:item_id>", "GET", 200),
+        continued["trace_id"]: ("/api/items/<int:item_id>", "GET", 200),
+    }
 
 
 def test_the_live_log_stream_goes_through_the_include(served: tuple[int, Any]) -> None:

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 import mnemo_obs
 from mnemo_obs import ConfigurationError, MetricsWSGIMiddleware, monitoring_app
-from mnemo_obs import monitoring as monitoring_module
 from mnemo_obs._support import INSTALLATIONS
 
 from .httpserver import get, serving
 from .monitoring_support import (
     OPTIONS,
+    TOKEN,
     app_log,
     check_monitoring_routes,
     requests,
@@ -163,28 +164,35 @@ def test_the_wrapper_refuses_a_second_writer(
         MetricsWSGIMiddleware(bare_app, monitoring.writer, monitoring=bare_app)  # type: ignore[arg-type]
 
 
-def test_the_dashboard_goes_at_dashboard_where_install_serves_one(
-    dsn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # This version has no dashboard; a version whose install() takes a
-    # dashboard_path gets it at {mount}/dashboard unless told otherwise.
-    seen: dict[str, Any] = {}
-    real_install = monitoring_module.install
-
-    def install(app: Any, *, dashboard_path: str | None = "/monitoring", **kwargs: Any) -> Any:
-        seen["dashboard_path"] = dashboard_path
-        return real_install(app, **kwargs)
-
-    real = inspect.signature(real_install)
-    extra = inspect.Parameter("dashboard_path", inspect.Parameter.KEYWORD_ONLY, default="/x")
-    install.__signature__ = real.replace(  # type: ignore[attr-defined]
-        parameters=[*real.parameters.values(), extra]
-    )
-    monkeypatch.setattr(monitoring_module, "install", install)
-    assert "dashboard_path" in monitoring_module.options()
-    for given, expected in [({}, "/dashboard"), ({"dashboard_path": None}, None)]:
-        with monitoring_app(dsn=dsn, logs=False, **given):
-            assert seen["dashboard_path"] == expected
+def test_the_dashboard_and_prometheus_are_served_under_the_mount(dsn: str) -> None:
+    """The page at {mount}/dashboard finds its files and the JSON routes by relative URLs."""
+    made = monitoring_app(dsn=dsn, prometheus_path="/metrics", **OPTIONS)
+    try:
+        assert {"/summary", "/health", "/metrics", "/dashboard"} <= set(made.routes)
+        app = MetricsWSGIMiddleware(
+            bare_app, made.writer, monitoring=made, monitoring_prefix="/ops"
+        )
+        with serving(app) as port:
+            status, _, page = get(port, "/ops/dashboard")
+            assert status == 200
+            html = page.decode()
+            [api] = re.findall(r'data-api="([^"]*)"', html)
+            files = re.findall(r'(?:src|href)="([^"]+)"', html)
+            assert len(files) == 4
+            base = "http://127.0.0.1/ops/dashboard"
+            for url in files:
+                assert get(port, urlsplit(urljoin(base, url)).path)[0] == 200, url
+            summary = urlsplit(urljoin(urljoin(base, api), "summary")).path
+            assert summary == "/ops/summary"
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            status, _, body = get(port, summary, headers=auth)
+            assert status == 200 and "api" in body
+            status, _, text = get(port, "/ops/metrics", headers=auth)
+            assert status == 200 and b"mnemo_obs_" in text
+    finally:
+        made.close(10)
+    with monitoring_app(dsn=dsn, logs=False, dashboard_path=None) as bare:
+        assert "/dashboard" not in bare.routes
 
 
 def test_importing_mnemo_obs_loads_no_framework_but_falcon_on_demand() -> None:

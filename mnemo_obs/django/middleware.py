@@ -8,7 +8,8 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponseBase
 
 from .._guard import EXPOSE_HEADER, METHOD_MAX, UNMATCHED, Recorder, expose
-from ..tracing import TRACE_ENVIRON_KEY, TRACE_HEADER, _current, new_trace_id, valid_trace_id
+from ..trace_context import continued_trace_id
+from ..tracing import TRACE_HEADER, _current
 from ..wsgi import ENVIRON_KEY
 from .config import get_monitoring, recording_settings
 from .views import monitoring as monitoring_view
@@ -61,8 +62,7 @@ class MetricsMiddleware(Recorder):
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         environ = request.META
-        incoming = environ.get(TRACE_ENVIRON_KEY)
-        trace_id = (incoming and valid_trace_id(incoming)) or new_trace_id()
+        trace_id = continued_trace_id(environ)
         environ[ENVIRON_KEY] = trace_id
         token = _current.set(trace_id)
         started, wall = _perf_counter(), _time()
