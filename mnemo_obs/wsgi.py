@@ -83,19 +83,7 @@ class MetricsWSGIMiddleware(Recorder):
         ):
             return self._skipped(environ, start_response, trace_id)
         status: list[Any] = []  # [status line, when start_response was called]
-
-        def traced_start_response(
-            status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Any:
-            try:
-                status[:] = [status_line, _perf_counter()]
-                _add_trace_headers(headers, trace_id)
-            except Exception as exc:
-                self._failed("start_response", exc)
-            if exc_info is None:
-                return start_response(status_line, headers)
-            return start_response(status_line, headers, exc_info)
-
+        traced_start_response = self._traced(start_response, trace_id, status)
         token = _current.set(trace_id)
         started, wall = _perf_counter(), _time()
         try:
@@ -115,11 +103,24 @@ class MetricsWSGIMiddleware(Recorder):
         self, environ: dict[str, Any], start_response: Callable[..., Any], trace_id: str
     ) -> Any:
         """A skipped path: the trace id (header, environ, logs) like any request, but no row."""
+        token = _current.set(trace_id)
+        try:
+            return self.app(environ, self._traced(start_response, trace_id, None))
+        finally:
+            _current.reset(token)
+
+    def _traced(
+        self, start_response: Callable[..., Any], trace_id: str, status: list[Any] | None
+    ) -> Callable[..., Any]:
+        """``start_response`` adding the trace headers, and noting into ``status``
+        the status line and when it came (None: a skipped path, nothing noted)."""
 
         def traced_start_response(
             status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
             try:
+                if status is not None:
+                    status[:] = [status_line, _perf_counter()]
                 _add_trace_headers(headers, trace_id)
             except Exception as exc:
                 self._failed("start_response", exc)
@@ -127,11 +128,7 @@ class MetricsWSGIMiddleware(Recorder):
                 return start_response(status_line, headers)
             return start_response(status_line, headers, exc_info)
 
-        token = _current.set(trace_id)
-        try:
-            return self.app(environ, traced_start_response)
-        finally:
-            _current.reset(token)
+        return traced_start_response
 
     def _record(
         self,

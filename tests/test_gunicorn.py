@@ -27,13 +27,12 @@ import psutil
 import psycopg2
 import pytest
 
-from mnemo_obs.retention._purge import ADVISORY_LOCK_KEY
-
 from .recording import readme_example, wait_until
 from .reliability import db_trace_ids
 from .servers import free_port
 from .test_cli import ROOT
 from .test_retention import insert_aged
+from .test_retention_locks import another_purge_running
 
 pytest.importorskip("gunicorn")
 
@@ -359,19 +358,6 @@ DELETED = re.compile(r"^(\d+) mnemo_obs\.retention: retention: deleted (\d+) row
 SKIPPED = re.compile(r"^(\d+) mnemo_obs\.retention: retention: another purge is running", re.M)
 
 
-@contextmanager
-def purge_lock_held(dsn: str) -> Iterator[None]:
-    """Hold the purge lock, as a purge from another host (or cron) would."""
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-        yield
-    finally:
-        conn.close()
-
-
 def test_retention_in_every_worker_purges_one_at_a_time(dsn: str, tmp_path: Path) -> None:
     old = insert_aged(dsn, [31 + i / 10_000 for i in range(4000)])
     app = FALCON_APP.replace("**OPTIONS", f"**{RETENTION}")
@@ -379,7 +365,7 @@ def test_retention_in_every_worker_purges_one_at_a_time(dsn: str, tmp_path: Path
     (tmp_path / "gunicorn.conf.py").write_text(readme_example("gunicorn-conf"), encoding="utf-8")
     args = ("--config", "gunicorn.conf.py", "--worker-class", "sync")
     with ExitStack() as held:
-        held.enter_context(purge_lock_held(dsn))
+        held.enter_context(another_purge_running(dsn))  # as from another host, or cron
         with gunicorn(tmp_path, "myapp:app", dsn, *args) as server:
             workers = server.workers()
             # Each worker's scheduler tries, finds the purge lock taken, skips.
