@@ -184,6 +184,24 @@ def test_stopping_the_standby_falls_back_to_the_primary_and_back(
     assert summary_of(collector)[0] == 3
 
 
+def test_with_the_primary_down_the_requests_are_still_read_from_the_standby(
+    pair: ReplicaPair, make_collector: Any, make_writer: Any
+) -> None:
+    """Only the postgres section needs the primary (and the schema check runs there alone)."""
+    insert(pair.primary.dsn, ROWS)
+    pair.wait_caught_up()
+    collector = make_collector(writer=make_writer(pair.primary.dsn, create_schema=True))
+    pair.primary.stop_server()
+    try:
+        summary = collector.collect_all()
+        assert summary["api"]["request_count"] == 3
+        assert summary["postgres"]["reads_from"] == "replica"
+        assert summary["postgres"]["replica_status"] == "ok"
+        assert "cannot connect" in summary["postgres"]["error"]
+    finally:
+        pair.primary.start_server()
+
+
 def test_without_fallback_a_stopped_standby_fails_the_reads(
     pair: ReplicaPair, make_collector: Any
 ) -> None:

@@ -40,8 +40,8 @@ class Router:
         primary: the primary's connections.
         replica: the :class:`Replica`, or None to read from the primary only.
         timeout: seconds a read may take in all, fallback included.
-        prepare: called on the reader thread before each job (the writer's
-            schema check), or None.
+        prepare: called on the primary's reader thread before each job
+            there (the writer's schema check), or None.
     """
 
     # A read on the replica waits at most this share of the timeout, so a
@@ -69,9 +69,9 @@ class Router:
         """
         if replica and self.replica is not None:
             try:
-                future = self.replica.submit(
-                    key, self._prepared(job), self._timeout * self.REPLICA_SHARE
-                )
+                # No ``prepare`` there: the schema is the primary's business, and a
+                # primary that fails must not be blamed on the replica.
+                future = self.replica.submit(key, job, self._timeout * self.REPLICA_SHARE)
                 return Pending(key, job, REPLICA, future)
             except ReplicaUnusable as exc:
                 if not self.replica.fallback:
@@ -105,29 +105,23 @@ class Router:
     def _on_primary(self, pending: Pending) -> Pending:
         """Start ``pending``'s job on the primary's thread (a fallback, or its first try)."""
         pending.where, pending.future = PRIMARY, None
-        job = self._prepared(pending.job, self._primary)
+        job = pending.job
         try:
-            pending.future = self._reader.start(pending.key, job, self._timeout)
+            pending.future = self._reader.start(
+                pending.key, lambda: self._run_on_primary(job), self._timeout
+            )
         except ReadTimeout as exc:
             pending.error = self._silent(str(exc))
         except DatabaseError as exc:
             pending.error = exc
         return pending
 
-    def _prepared(
-        self, job: Callable[[Any], Any], connections: PgConnections | None = None
-    ) -> Callable[..., Any]:
-        """``job`` after ``prepare``: given a cursor (the replica), or on ``connections``."""
-
-        def run(cur: Any = None) -> Any:
-            if self._prepare is not None:
-                self._prepare()
-            if connections is None:
-                return job(cur)
-            with connections.connection() as conn, conn.cursor() as own:
-                return job(own)
-
-        return run
+    def _run_on_primary(self, job: Callable[[Any], Any]) -> Any:
+        """On the primary's thread: ``prepare``, then ``job`` on a connection of its own."""
+        if self._prepare is not None:
+            self._prepare()
+        with self._primary.connection() as conn, conn.cursor() as cur:
+            return job(cur)
 
     def _silent(self, detail: str) -> ReadTimeout:
         return ReadTimeout(f"PostgreSQL at {self._primary.where} did not answer: {detail}")
