@@ -20,8 +20,8 @@ import psycopg2
 
 from mnemo_obs import apply_schema
 
-from .recording import wait_until
 from .servers import OwnedPostgres, truncate_metrics
+from .waiting import wait_until
 
 # A base backup of a fresh cluster takes a second or two; this bounds a stuck one.
 BACKUP_TIMEOUT = 120
