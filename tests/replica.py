@@ -102,14 +102,13 @@ class ReplicaPair:
             ),
         )
 
-    def wait_caught_up(self) -> None:
-        """Wait until the standby has replayed everything the primary had written when called."""
+    def wait_caught_up(self, *, applied: bool = True) -> None:
+        """Wait until the standby has applied (or only received) all the primary has written."""
         (target,) = query(self.primary.dsn, "SELECT pg_current_wal_lsn()")
+        position = "pg_last_wal_replay_lsn()" if applied else "pg_last_wal_receive_lsn()"
         wait_until(
-            "the standby to catch up",
-            lambda: query(
-                self.standby_dsn, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
-            )[0],
+            f"the standby's {position} to reach {target}",
+            lambda: query(self.standby_dsn, f"SELECT {position} >= %s::pg_lsn", (target,))[0],
         )
 
     def pause_replay(self) -> None:
