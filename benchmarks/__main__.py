@@ -29,6 +29,7 @@ SECTIONS: list[str] = [
     "retention",
     "logs",
     "dashboard",
+    "replica",
 ]
 
 

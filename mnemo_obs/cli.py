@@ -32,6 +32,15 @@ def _add_dsn(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_read_dsn(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--read-dsn",
+        help="a streaming replica to read the requests from; the postgres section still "
+        "describes --dsn, and reads go to --dsn while the replica is down or lagging "
+        "(default: $MNEMO_OBS_READ_DSN; none when unset)",
+    )
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     dsn = db.resolve_dsn(args.dsn)
     applied = schema.apply_schema(dsn)
@@ -90,6 +99,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     return demo_server.run(
         dsn=args.dsn,
+        read_dsn=args.read_dsn,
         redis_url=args.redis_url,
         token=args.token,
         host=args.host,
@@ -105,7 +115,9 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     if not args.verbose:
         # A failing section is the one line printed below: not also a warning.
         logging.getLogger("mnemo_obs.collectors").setLevel(logging.CRITICAL)
-    with MetricsCollector(db.resolve_dsn(args.dsn), redis_url=args.redis_url, cache_ttl=0) as c:
+    with MetricsCollector(
+        db.resolve_dsn(args.dsn), read_dsn=args.read_dsn, redis_url=args.redis_url, cache_ttl=0
+    ) as c:
         summary = c.collect_all(args.period_hours)
     # The database is what the summary is about: without it, say why in one line.
     for section in ("api", "postgres"):
@@ -122,7 +134,9 @@ def _cmd_endpoints(args: argparse.Namespace) -> int:
 
     if not args.verbose:
         logging.getLogger("mnemo_obs.collectors").setLevel(logging.CRITICAL)
-    with MetricsCollector(db.resolve_dsn(args.dsn), redis_url="", cache_ttl=0) as collector:
+    with MetricsCollector(
+        db.resolve_dsn(args.dsn), read_dsn=args.read_dsn, redis_url="", cache_ttl=0
+    ) as collector:
         view = collector.endpoints(args.period_hours, service=args.service, limit=args.limit)
     if args.json:
         print(json.dumps(view, indent=2))
@@ -159,9 +173,10 @@ def _endpoints_table(view: dict[str, object]) -> str:
         for row in rows
     ]
     mark = "exact" if view["percentiles"] == "exact" else f"within {view['relative_error']:.0%}"
+    where = f"; read from the {view['reads_from']}" if "reads_from" in view else ""
     lines.append(
         f"{len(rows) - 1} endpoints, {view['window_start']} to {view['window_end']}; "
-        f"latencies in ms, percentiles {mark}"
+        f"latencies in ms, percentiles {mark}{where}"
     )
     return "\n".join(lines)
 
@@ -367,6 +382,7 @@ def make_parser() -> argparse.ArgumentParser:
         help=f"PostgreSQL connection string or URL (default: ${db.DSN_ENV}, else an "
         "embedded throwaway PostgreSQL)",
     )
+    _add_read_dsn(serve)
     _add_redis_url(serve)
     serve.add_argument(
         "--token",
@@ -398,6 +414,7 @@ def make_parser() -> argparse.ArgumentParser:
         "An unreachable server gives one line on stderr and exit status 2.",
     )
     _add_dsn(summary)
+    _add_read_dsn(summary)
     _add_redis_url(summary)
     summary.add_argument(
         "--period-hours",
@@ -415,6 +432,7 @@ def make_parser() -> argparse.ArgumentParser:
         "requests, requests/s, error rate, p50/p95/p99 and total time, sorted by total time.",
     )
     _add_dsn(endpoints)
+    _add_read_dsn(endpoints)
     endpoints.add_argument(
         "--period-hours",
         type=_period_hours,

@@ -84,12 +84,14 @@ def run(
     port: int,
     threads: int,
     max_queue: int | None = None,
+    read_dsn: str | None = None,
     out: IO[str] = sys.stdout,
 ) -> int:
     """Serve the demo until SIGINT or SIGTERM; return 0 once every row is written, else 1.
 
     ``dsn`` None (and no ``$MNEMO_OBS_DSN``) starts an embedded throwaway
     PostgreSQL, deleted at exit. The schema is applied either way.
+    ``read_dsn`` (else ``$MNEMO_OBS_READ_DSN``) is a replica to read from.
 
     Raises:
         ConfigurationError: a bad setting, or the address cannot be bound.
@@ -122,6 +124,7 @@ def run(
         installation = install(
             app,
             dsn=dsn,
+            read_dsn=read_dsn,
             redis_url=redis_url,
             token=token,
             log_token=log_token,

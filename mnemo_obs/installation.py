@@ -19,6 +19,7 @@ from . import db
 from ._guard import paths
 from ._support import INSTALLATIONS
 from .collectors import MetricsCollector
+from .collectors.replica import Replica
 from .collectors.summary import REDIS_URL_ENV
 from .dashboard import DEFAULT_PATH as DEFAULT_DASHBOARD_PATH
 from .dashboard import Dashboard
@@ -193,6 +194,9 @@ def install(
     summary_timeout: float = MetricsCollector.TIMEOUT,
     create_schema: bool = False,
     service: str | None = None,
+    read_dsn: str | None = None,
+    replica_max_lag: float = Replica.MAX_LAG,
+    replica_fallback: bool = True,
     prometheus_path: str | None = None,
     logs: bool = True,
     log_level: str | int = "INFO",
@@ -256,6 +260,15 @@ def install(
         service: this app's name, when several apps share one table
             (default ``$MNEMO_OBS_SERVICE``, else none): in every row, and a
             filter of every read.
+        read_dsn: a streaming replica of the database (a standby made with
+            ``pg_basebackup -R``, say) for the summary's api section and the
+            read routes; defaults to ``$MNEMO_OBS_READ_DSN``; unset or ``""``
+            reads from the primary. Writes, retention, rollup upkeep and the
+            postgres section stay on ``dsn``.
+        replica_max_lag: seconds behind the primary past which the replica
+            is set aside (default 30).
+        replica_fallback: read from the primary while the replica is down
+            or lagging (default True); False makes those reads fail instead.
         prometheus_path: serve Prometheus's text format here (e.g.
             ``"/metrics"``; default None: not served), behind the summary's
             token; needs ``pip install 'mnemo-obs[prometheus]'``.
@@ -348,7 +361,14 @@ def install(
     live_logs: LiveLogs | None = None
     try:
         collector = MetricsCollector(
-            dsn, redis_url=redis_url, cache_ttl=cache_ttl, timeout=summary_timeout, writer=writer
+            dsn,
+            redis_url=redis_url,
+            cache_ttl=cache_ttl,
+            timeout=summary_timeout,
+            writer=writer,
+            read_dsn=read_dsn,
+            replica_max_lag=replica_max_lag,
+            replica_fallback=replica_fallback,
         )
         if logs:
             if log_redis_url is None:
@@ -391,9 +411,11 @@ def install(
         live_logs.attach()
     if dashboard is not None:
         dashboard.add_routes(app)
+    replica = collector.replica
     log.info(
-        "mnemo_obs installed: recording to %s, summary at %s%s",
+        "mnemo_obs installed: recording to %s%s, summary at %s%s",
         db.describe(dsn),
+        f", reading from the replica at {replica.where}" if replica is not None else "",
         summary_path,
         " (token required)" if resolved_token else "",
     )

@@ -3,6 +3,8 @@
 PostgreSQL: a throwaway cluster (testing.postgresql; as root, run under an
 unprivileged user), or the server named by MNEMO_OBS_TEST_DSN, on which the
 suite creates its own database and drops it at the end.
+A primary and its streaming standby, for the replica tests: always owned
+(tests/replica.py), even with MNEMO_OBS_TEST_DSN.
 Redis: a throwaway redis-server on a free port, or MNEMO_OBS_TEST_REDIS_URL.
 With CI=true a server that cannot be had fails the tests instead of skipping.
 """
@@ -22,6 +24,7 @@ from .browser import browser  # noqa: F401  (the dashboard tests' headless Chrom
 from .dashboard_support import dashboard_app  # noqa: F401  (a fixture for the dashboard tests)
 from .logs_support import logs_app  # noqa: F401  (a fixture for the live-log tests)
 from .recording import make_writer  # noqa: F401  (a fixture for the recording tests)
+from .replica import ReplicaPair
 from .servers import ExistingPostgres, OwnedPostgres, RedisServer, truncate_metrics
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -76,6 +79,19 @@ def owned_pg() -> Iterator[OwnedPostgres]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def replica_pair() -> Iterator[ReplicaPair]:
+    """A primary (schema applied) and a standby streaming from it, owned by the session."""
+    try:
+        pair = ReplicaPair()
+    except Exception as exc:
+        _unavailable("a primary and its standby (pg_basebackup -R)", exc)
+    try:
+        yield pair
+    finally:
+        pair.close()
 
 
 @pytest.fixture(scope="session")

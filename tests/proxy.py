@@ -32,6 +32,7 @@ class FreezableProxy:
         self._threads: list[threading.Thread] = []
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.accepted = 0  # connections accepted so far, frozen or not
         accept = threading.Thread(target=self._accept, name="test-proxy", daemon=True)
         accept.start()
         self._threads.append(accept)
@@ -59,6 +60,7 @@ class FreezableProxy:
             upstream = socket.create_connection(self._target)
             with self._lock:
                 self._sockets += [client, upstream]
+                self.accepted += 1
             pump = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
             pump.start()
             self._threads.append(pump)

@@ -6,7 +6,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,11 @@ import pytest
 
 from mnemo_obs import MetricsWriter
 
+from .waiting import TIMEOUT, wait_until  # noqa: F401  (wait_until: where the tests import it)
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
-# Bound on every wait; only reached when something is broken.
-TIMEOUT = 30.0
 
 # Fast enough that outage tests take well under a second to notice recovery.
 FAST_RETRY = {"retry_initial": 0.02, "retry_max": 0.1}
@@ -64,14 +64,6 @@ def make_writer() -> Iterator[Any]:
     yield make
     for writer in made:
         writer.close(timeout=5)
-
-
-def wait_until(what: str, predicate: Callable[[], object], timeout: float = TIMEOUT) -> None:
-    """Poll ``predicate`` until it is true; fail the test, naming ``what``, after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def wait_child(pid: int, timeout: float = TIMEOUT) -> int:

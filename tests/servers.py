@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from typing import Any
 
 import psycopg2
 import redis
@@ -37,10 +38,14 @@ def free_port() -> int:
 
 
 class OwnedPostgres:
-    """A PostgreSQL cluster this test run owns, so it may stop and restart it."""
+    """A PostgreSQL cluster this test run owns, so it may stop and restart it.
 
-    def __init__(self) -> None:
-        self._server = embedded.start()
+    ``settings`` go to :func:`mnemo_obs.embedded.start` (``copy_data_from=``
+    starts it on a copy of another cluster's files: a standby's base backup).
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        self._server = embedded.start(**settings)
         self.dsn = self._server.url()
 
     def stop_server(self) -> None:

@@ -49,10 +49,11 @@ def assert_clean(*texts: object) -> None:
     [
         lambda dsn, url: ["migrate", "--dsn", dsn],
         lambda dsn, url: ["summary", "--dsn", dsn, "--redis-url", url],
+        lambda dsn, url: ["endpoints", "--dsn", dsn, "--read-dsn", dsn],
         lambda dsn, url: ["purge", "--days", "30", "--dsn", dsn],
         lambda dsn, url: ["serve", "--dsn", dsn, "--redis-url", url, "--port", "0"],
     ],
-    ids=["migrate", "summary", "purge", "serve"],
+    ids=["migrate", "summary", "endpoints", "purge", "serve"],
 )
 def test_cli_errors_mask_passwords(
     command: Callable[[str, str], list[str]],
@@ -74,6 +75,7 @@ def test_library_errors_mask_passwords(caplog: pytest.LogCaptureFixture) -> None
         for make in (
             lambda d: MetricsWriter(d),
             lambda d: MetricsCollector(d),
+            lambda d: MetricsCollector("host=127.0.0.1", read_dsn=d),
             lambda d: RetentionScheduler(dsn=d),
             lambda d: install(falcon.App(), dsn=d),
             lambda d: db.resolve_dsn(d),
@@ -101,11 +103,12 @@ def test_writer_and_summary_errors_mask_passwords(
         finally:
             writer.close(0.2)
         app = falcon.App()
-        handle = install(app, dsn=bad_dsns()[4], redis_url=url, cache_ttl=0)
+        handle = install(app, dsn=bad_dsns()[4], read_dsn=bad_dsns()[5], redis_url=url, cache_ttl=0)
         try:
             body = falcon.testing.TestClient(app).simulate_get(handle.summary_path).json
             for section in ("api", "postgres", "redis"):
                 assert body[section]["error"]
+            assert body["postgres"]["replica_error"]
             assert_clean(body, repr(handle), repr(handle.writer))
         finally:
             handle.close(0.2)

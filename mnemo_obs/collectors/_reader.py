@@ -21,7 +21,6 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from ..errors import DatabaseError
@@ -34,7 +33,7 @@ class ReadTimeout(DatabaseError):
 
 
 class BoundedReader:
-    """Run read jobs one at a time on a daemon thread; :meth:`run` waits at most ``timeout``.
+    """Run read jobs one at a time on a daemon thread; callers wait on their futures, bounded.
 
     Jobs are merged by key: a caller asking for a key already pending or
     running waits for that job instead of queueing another. At most
@@ -100,25 +99,19 @@ class BoundedReader:
             self._ready.notify()
             return future
 
-    def run(self, key: Hashable, job: Callable[[], Any], timeout: float) -> Any:
-        """``job()``'s result, run on the reader thread, waiting at most ``timeout`` seconds.
+    def start(self, key: Hashable, job: Callable[[], Any], timeout: float) -> Future[Any]:
+        """:meth:`submit`, unless the thread has been held for more than ``timeout`` already.
 
         Raises:
-            ReadTimeout: no result within ``timeout``, or the reader has been
-                stuck on another job for longer than that already.
+            ReadTimeout: a read has been waiting for longer than ``timeout``:
+                the server does not answer, so say so now rather than queue
+                behind it.
             DatabaseError: refused (see :meth:`submit`).
-            Exception: whatever ``job`` raised.
         """
         stuck = self.stuck_for()
         if stuck > timeout:
-            # The thread is held by a read that is not answered: say so now
-            # rather than wait behind it.
             raise ReadTimeout(f"no answer for {stuck:.0f} s (a read is still waiting)")
-        future = self.submit(key, job)
-        try:
-            return future.result(timeout)
-        except FutureTimeout:
-            raise ReadTimeout(f"no answer within {timeout:g} s") from None
+        return self.submit(key, job)
 
     def _loop(self) -> None:
         while True:

@@ -62,11 +62,17 @@ class ApiCollector:
         """
         hours = check_positive("period_hours", period_hours, maximum=MAX_PERIOD_HOURS)
         with self._connections.connection() as conn, conn.cursor() as cur:
-            window = reads.open_window(cur, hours)
-            chosen = reads.plan(cur, window, level=0, service=service)
-            groups = reads.read(cur, chosen, level=0, service=service)
-            services = reads.services(cur, window, chosen.exact)
-            last = reads.last_minute(cur, window, service)
+            return self.read(cur, hours, service)
+
+    @staticmethod
+    def read(cur: Any, period_hours: float = 1.0, service: str | None = None) -> dict[str, Any]:
+        """:meth:`collect` on an open cursor, in a REPEATABLE READ transaction of the caller's."""
+        hours = check_positive("period_hours", period_hours, maximum=MAX_PERIOD_HOURS)
+        window = reads.open_window(cur, hours)
+        chosen = reads.plan(cur, window, level=0, service=service)
+        groups = reads.read(cur, chosen, level=0, service=service)
+        services = reads.services(cur, window, chosen.exact)
+        last = reads.last_minute(cur, window, service)
         return {
             **figures(groups.get(()), chosen.window.seconds),
             **reads.precision(chosen.exact),

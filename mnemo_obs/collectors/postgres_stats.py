@@ -71,17 +71,21 @@ class PostgresCollector:
     def collect(self) -> dict[str, Any]:
         """Read the statistics; raises :class:`DatabaseError` when PostgreSQL fails."""
         with self._connections.connection() as conn, conn.cursor() as cur:
-            cur.execute(STATS_QUERY)
-            active, idle, total, max_conn, hit, read, size, has_statements = cur.fetchone()
-            slow, source = None, "pg_stat_activity"
-            if has_statements:
-                # Installed but not in shared_preload_libraries, the view raises.
-                row = query_or_none(cur, STATEMENTS_QUERY, {"ms": self._slow_ms})
-                if row is not None:
-                    slow, source = row[0], "pg_stat_statements"
-            if slow is None:
-                cur.execute(ACTIVITY_QUERY, {"ms": self._slow_ms})
-                (slow,) = cur.fetchone()
+            return self.read(cur)
+
+    def read(self, cur: Any) -> dict[str, Any]:
+        """:meth:`collect` on an open cursor of the caller's."""
+        cur.execute(STATS_QUERY)
+        active, idle, total, max_conn, hit, read, size, has_statements = cur.fetchone()
+        slow, source = None, "pg_stat_activity"
+        if has_statements:
+            # Installed but not in shared_preload_libraries, the view raises.
+            row = query_or_none(cur, STATEMENTS_QUERY, {"ms": self._slow_ms})
+            if row is not None:
+                slow, source = row[0], "pg_stat_statements"
+        if slow is None:
+            cur.execute(ACTIVITY_QUERY, {"ms": self._slow_ms})
+            (slow,) = cur.fetchone()
         hit, read = hit or 0, read or 0
         return {
             "connections_active": active,

@@ -6,18 +6,19 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from .. import db
 from ..errors import ConfigurationError, MnemoObsError
 from ._base import check_positive
 from ._cache import SingleFlightCache
 from ._pg import PgConnections
-from ._reader import BoundedReader, ReadTimeout
+from ._routing import Router
 from .api import ApiCollector
 from .postgres_stats import PostgresCollector
 from .redis_stats import RedisCollector
+from .replica import Replica
 from .system import SystemCollector
 from .views import Views, check_service, hours_of
 
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mnemo_obs.collectors")
 
 REDIS_URL_ENV = "MNEMO_OBS_REDIS_URL"
+READ_DSN_ENV = "MNEMO_OBS_READ_DSN"
 SECTIONS = ("api", "redis", "postgres", "system")
-PG_SECTIONS = ("api", "postgres")
 
 
 class MetricsCollector(Views):
@@ -64,11 +65,23 @@ class MetricsCollector(Views):
             sections report the timeout. PostgreSQL reads run on one
             background thread per collector (``mnemo_obs.summary``), so a
             server that stops answering holds that thread, never a caller's.
+            A read on the replica has a thread of its own
+            (``mnemo_obs.replica``) and half of ``timeout``, so a fallback
+            to the primary still has the other half.
         writer: the :class:`~mnemo_obs.MetricsWriter` of this process. A
             fresh collection first flushes it (``FLUSH_WAIT``, 0.5 s at most),
             so a summary right after some requests counts them; with
             ``create_schema=True`` on it, the schema is applied before the
             first read.
+        read_dsn: a streaming replica (standby) of the database, for the api
+            section and the read views; defaults to ``$MNEMO_OBS_READ_DSN``;
+            ``""`` (or neither set) reads from the primary. The postgres
+            section still describes the primary (see :class:`Replica`).
+        replica_max_lag: seconds behind the primary past which the replica
+            is set aside (default 30).
+        replica_fallback: read from the primary while the replica is set
+            aside (default True); with False, reads fail instead.
+        replica_retry: seconds between checks of a replica set aside (default 5).
     """
 
     CACHE_TTL = 2.0
@@ -92,6 +105,10 @@ class MetricsCollector(Views):
         disk_path: str = "/",
         timeout: float = TIMEOUT,
         writer: MetricsWriter | None = None,
+        read_dsn: str | None = None,
+        replica_max_lag: float = Replica.MAX_LAG,
+        replica_fallback: bool = True,
+        replica_retry: float = Replica.RETRY,
         _clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if (
@@ -108,6 +125,21 @@ class MetricsCollector(Views):
         self._writer = writer
         if redis_client is not None and redis_url:
             raise ConfigurationError("pass redis_url or redis_client, not both")
+        Replica.check(replica_max_lag, replica_fallback, replica_retry)  # even with no replica
+        read_dsn = read_dsn if read_dsn is not None else os.environ.get(READ_DSN_ENV, "")
+        replica = None
+        if read_dsn:
+            replica_connections = PgConnections(
+                _read_dsn(read_dsn),
+                connect_timeout=connect_timeout,
+                statement_timeout=statement_timeout,
+            )
+            replica = Replica(
+                replica_connections,
+                max_lag=replica_max_lag,
+                fallback=replica_fallback,
+                retry=replica_retry,
+            )
         self._connections = PgConnections(
             dsn,
             pool=pool,
@@ -123,8 +155,18 @@ class MetricsCollector(Views):
             url = redis_url if redis_url is not None else os.environ.get(REDIS_URL_ENV, "")
             self.redis = RedisCollector.from_url(url, timeout=redis_timeout) if url else None
         self._cache: SingleFlightCache[dict[str, Any]] = SingleFlightCache(cache_ttl, clock=_clock)
-        self._reader = BoundedReader("mnemo_obs.summary")
+        self._router = Router(
+            self._connections,
+            replica,
+            timeout=self._timeout,
+            prepare=writer._ensure_schema if writer is not None else None,
+        )
         self._last_errors: dict[str, str] = {}
+
+    @property
+    def replica(self) -> Replica | None:
+        """The replica the reads go to while it is usable, or None (``read_dsn`` unset)."""
+        return self._router.replica
 
     def collect_all(self, period_hours: float = 1.0, service: str | None = None) -> dict[str, Any]:
         """``{"api", "redis", "postgres", "system", "collected_at", "period_hours"}``, cached.
@@ -154,50 +196,27 @@ class MetricsCollector(Views):
             # so a database that is down or frozen costs half a second.
             self._writer.flush(self.FLUSH_WAIT)
         deadline = time.monotonic() + self._timeout
+        # The requests on the replica when there is one; the primary's health on the primary.
+        api = self._router.submit(
+            ("api", hours, service), lambda cur: self.api.read(cur, hours, service)
+        )
+        postgres = self._router.submit(("postgres",), self.postgres.read, replica=False)
         result: dict[str, Any] = {}
-        try:
-            future = self._reader.submit(
-                ("pg", hours, service), lambda: self._read_pg(hours, service)
-            )
-        except MnemoObsError as exc:
-            future, pg_error = None, str(exc)
         # Redis and the host meanwhile, on this thread: both bounded on their own.
         for name, read in (("redis", self._collect_redis), ("system", self.system.collect)):
             result[name] = self._section(name, read)
-        if future is not None:
-            try:
-                stuck = self._reader.stuck_for()
-                if stuck > self._timeout:
-                    raise ReadTimeout(f"no answer for {stuck:.0f} s (a read is still waiting)")
-                result.update(future.result(max(0.0, deadline - time.monotonic())))
-            except (FutureTimeout, ReadTimeout) as exc:
-                detail = str(exc) if isinstance(exc, ReadTimeout) else None
-                pg_error = (
-                    f"PostgreSQL at {self._connections.where} did not answer: "
-                    f"{detail or f'no answer within {self._timeout:g} s'}"
-                )
-                future = None
-        if future is None:
-            for name in PG_SECTIONS:
-                result[name] = {"error": pg_error}
+        result["api"] = self._section("api", lambda: self._router.result(api, deadline))
+        result["postgres"] = self._section(
+            "postgres", lambda: self._router.result(postgres, deadline)
+        )
+        if self._router.replica is not None:
+            result["postgres"].update(reads_from=api.where, **self._router.replica.describe())
         for name in SECTIONS:
             self._note(name, result[name].get("error"))
         ordered = {name: result[name] for name in SECTIONS}
         ordered["collected_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         ordered["period_hours"] = hours
         return ordered
-
-    def _read_pg(self, hours: float, service: str | None = None) -> dict[str, Any]:
-        """The PostgreSQL sections, run on the reader thread."""
-        if self._writer is not None:
-            try:
-                self._writer._ensure_schema()
-            except MnemoObsError as exc:
-                return {name: {"error": str(exc)} for name in PG_SECTIONS}
-        return {
-            "api": self._section("api", lambda: self.api.collect(hours, service)),
-            "postgres": self._section("postgres", self.postgres.collect),
-        }
 
     @staticmethod
     def _section(name: str, read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -230,7 +249,7 @@ class MetricsCollector(Views):
 
     def close(self) -> None:
         """Close the connections and Redis client we made. Idempotent; never waits on a server."""
-        self._reader.close()
+        self._router.close()
         self._connections.close()
         if self.redis is not None:
             self.redis.close()
@@ -241,3 +260,11 @@ class MetricsCollector(Views):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _read_dsn(dsn: str) -> str:
+    """``dsn`` when libpq can parse it; else a ConfigurationError naming read_dsn, masked."""
+    try:
+        return db.resolve_dsn(dsn)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"read_dsn: {exc}") from None

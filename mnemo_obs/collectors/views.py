@@ -1,12 +1,14 @@
 """The read views of the MetricsCollector: per endpoint, over time, the slowest requests.
 
 A mixin, so ``summary.py`` stays the summary: each view checks its
-arguments, then runs its read on the collector's reader thread, within its
-timeout, cached like the summary.
+arguments, then runs its read on a reader thread of the collector (the
+replica's while there is one it may read), within its timeout, cached like
+the summary.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +18,7 @@ from ..rollups.reads import normalise_hours
 from . import breakdown
 from ._base import check_positive
 from ._cache import SingleFlightCache
-from ._pg import PgConnections
-from ._reader import BoundedReader, ReadTimeout
+from ._routing import Router
 from .api import MAX_PERIOD_HOURS
 
 if TYPE_CHECKING:
@@ -30,8 +31,7 @@ class Views:
     FLUSH_WAIT: float
     _timeout: float
     _writer: MetricsWriter | None
-    _connections: PgConnections
-    _reader: BoundedReader
+    _router: Router
     _cache: SingleFlightCache[dict[str, Any]]
 
     def endpoints(
@@ -115,23 +115,20 @@ class Views:
     def _view(
         self, key: tuple[Any, ...], hours: float, read: Callable[[Any, Any], dict[str, Any]]
     ) -> dict[str, Any]:
-        """``read(cursor, window)`` on the reader thread, within ``timeout``, cached."""
+        """``read(cursor, window)`` on a reader thread (the replica's, if any), cached.
 
-        def job() -> dict[str, Any]:
-            if self._writer is not None:
-                self._writer._ensure_schema()
-            with self._connections.connection() as conn, conn.cursor() as cur:
-                return read(cur, reads.open_window(cur, hours))
+        With a replica, the answer says where it was read (``reads_from``).
+        """
 
         def compute() -> dict[str, Any]:
             if self._writer is not None:
                 self._writer.flush(self.FLUSH_WAIT)
-            try:
-                return self._reader.run(key, job, self._timeout)  # type: ignore[no-any-return]
-            except ReadTimeout as exc:
-                raise ReadTimeout(
-                    f"PostgreSQL at {self._connections.where} did not answer: {exc}"
-                ) from None
+            deadline = time.monotonic() + self._timeout
+            pending = self._router.submit(key, lambda cur: read(cur, reads.open_window(cur, hours)))
+            answer: dict[str, Any] = self._router.result(pending, deadline)
+            if self._router.replica is not None:
+                answer = {**answer, "reads_from": pending.where}
+            return answer
 
         return self._cache.get(key, compute, wait=self._timeout + 1)
 
