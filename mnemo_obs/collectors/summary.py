@@ -16,6 +16,7 @@ from ._cache import SingleFlightCache
 from ._pg import PgConnections
 from ._reader import BoundedReader, ReadTimeout
 from .api import ApiCollector
+from .gauge_views import GaugeViews
 from .postgres_stats import PostgresCollector
 from .redis_stats import RedisCollector
 from .system import SystemCollector
@@ -34,7 +35,7 @@ SECTIONS = ("api", "redis", "postgres", "system")
 PG_SECTIONS = ("api", "postgres")
 
 
-class MetricsCollector(Views):
+class MetricsCollector(Views, GaugeViews):
     """Everything the summary shows, with each section failing on its own.
 
     Nothing connects at construction. PostgreSQL reads go through a small
@@ -126,8 +127,15 @@ class MetricsCollector(Views):
         self._reader = BoundedReader("mnemo_obs.summary")
         self._last_errors: dict[str, str] = {}
 
-    def collect_all(self, period_hours: float = 1.0, service: str | None = None) -> dict[str, Any]:
+    def collect_all(
+        self, period_hours: float = 1.0, service: str | None = None, *, fleet: bool = False
+    ) -> dict[str, Any]:
         """``{"api", "redis", "postgres", "system", "collected_at", "period_hours"}``, cached.
+
+        With ``fleet=True``, also ``"fleet"``: every process's writer health
+        (see :mod:`~mnemo_obs.collectors.fleet`). The redis and postgres
+        sections carry their hit ratios over the window, from the sampler's
+        rows (see :mod:`~mnemo_obs.collectors.gauges`).
 
         The window is ``period_hours`` rounded to the minute (to the hour
         past a day; see :func:`normalise_hours`), given back as
@@ -145,10 +153,14 @@ class MetricsCollector(Views):
         # bound only matters if something is badly wrong.
         wait = self._timeout + 2 * self._redis_timeout + 1
         return self._cache.get(
-            ("summary", hours, service), lambda: self._collect(hours, service), wait=wait
+            ("summary", hours, service, fleet),
+            lambda: self._collect(hours, service, fleet),
+            wait=wait,
         )
 
-    def _collect(self, hours: float, service: str | None = None) -> dict[str, Any]:
+    def _collect(
+        self, hours: float, service: str | None = None, fleet: bool = False
+    ) -> dict[str, Any]:
         if self._writer is not None:
             # This process's rows first, so the summary counts them; bounded,
             # so a database that is down or frozen costs half a second.
@@ -157,7 +169,7 @@ class MetricsCollector(Views):
         result: dict[str, Any] = {}
         try:
             future = self._reader.submit(
-                ("pg", hours, service), lambda: self._read_pg(hours, service)
+                ("pg", hours, service, fleet), lambda: self._read_pg(hours, service, fleet)
             )
         except MnemoObsError as exc:
             future, pg_error = None, str(exc)
@@ -180,14 +192,19 @@ class MetricsCollector(Views):
         if future is None:
             for name in PG_SECTIONS:
                 result[name] = {"error": pg_error}
+        self._add_infrastructure(result, result.pop("infrastructure", None), fleet)
         for name in SECTIONS:
             self._note(name, result[name].get("error"))
         ordered = {name: result[name] for name in SECTIONS}
         ordered["collected_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         ordered["period_hours"] = hours
+        if fleet:
+            ordered["fleet"] = result["fleet"]
         return ordered
 
-    def _read_pg(self, hours: float, service: str | None = None) -> dict[str, Any]:
+    def _read_pg(
+        self, hours: float, service: str | None = None, fleet: bool = False
+    ) -> dict[str, Any]:
         """The PostgreSQL sections, run on the reader thread."""
         if self._writer is not None:
             try:
@@ -197,6 +214,9 @@ class MetricsCollector(Views):
         return {
             "api": self._section("api", lambda: self.api.collect(hours, service)),
             "postgres": self._section("postgres", self.postgres.collect),
+            "infrastructure": self._section(
+                "infrastructure", lambda: self._infrastructure(hours, fleet)
+            ),
         }
 
     @staticmethod
