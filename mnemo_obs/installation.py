@@ -21,12 +21,16 @@ from ._support import INSTALLATIONS
 from .collectors import MetricsCollector
 from .collectors.summary import REDIS_URL_ENV
 from .errors import ConfigurationError
+from .gauge_routes import ROUTE as GAUGE_ROUTE
+from .gauge_routes import add_gauge_route
 from .logs import LiveLogs
 from .middleware import MetricsMiddleware
 from .read_routes import ROUTES, add_read_routes
 from .resources import DEFAULT_PREFIX, HealthResource, SummaryResource, resolve_token
 from .retention import RetentionScheduler
 from .retention._purge import MAX_DAYS, _number
+from .sampler import Sampler
+from .sampler.sampler import check_interval
 from .writer import MetricsWriter
 
 log = logging.getLogger("mnemo_obs")
@@ -57,6 +61,9 @@ class Installation:
         token_required: whether the summary asks for a bearer token.
         logs: the :class:`~mnemo_obs.logs.LiveLogs` behind the log routes,
             or None with ``logs=False``.
+        sampler: the :class:`~mnemo_obs.sampler.Sampler` that records the
+            infrastructure gauges and writer health, or None with
+            ``sample_interval=None``.
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class Installation:
         summary_path: str,
         token_required: bool,
         logs: LiveLogs | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         self.writer = writer
         self.collector = collector
@@ -77,10 +85,11 @@ class Installation:
         self.summary_path = summary_path
         self.token_required = token_required
         self.logs = logs
+        self.sampler = sampler
         INSTALLATIONS.add(self)  # for mnemo_obs.serve(): closed at SIGTERM
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush and stop the writer, stop retention and live logs, close the connections.
+        """Stop the sampler, flush and stop the writer, stop retention and live logs, close.
 
         Everything shares one deadline, ``timeout`` seconds from the call
         (None: the writer's ``shutdown_timeout``, 5 s): a purge blocked on a
@@ -93,8 +102,11 @@ class Installation:
         if timeout is None:
             timeout = self.writer._shutdown_timeout
         deadline = time.monotonic() + timeout
+        if self.sampler is not None:
+            # First: its last rows go through the writer, which is still open.
+            self.sampler.stop(timeout)
         try:
-            flushed = self.writer.close(timeout)
+            flushed = self.writer.close(max(0.0, deadline - time.monotonic()))
         finally:
             if self.retention is not None:
                 self.retention.stop(max(0.0, deadline - time.monotonic()))
@@ -191,6 +203,7 @@ def install(
     log_max_streams: int = LiveLogs.MAX_STREAMS,
     log_max_stream_seconds: float = LiveLogs.MAX_STREAM_SECONDS,
     log_heartbeat_seconds: float = LiveLogs.HEARTBEAT_SECONDS,
+    sample_interval: float | None = Sampler.INTERVAL,
 ) -> Installation:
     """Record every request of ``app`` and serve the summary and health routes.
 
@@ -253,6 +266,10 @@ def install(
         log_max_streams: streams open at once per process (default 2).
         log_max_stream_seconds: a stream's lifetime (default 60).
         log_heartbeat_seconds: a ping after this long without a write (default 2).
+        sample_interval: seconds between samples of the Redis, PostgreSQL and
+            host gauges and of the writer's health, into the ``metrics``
+            table (default 60; from 0.1 to 86,400); None for none. See
+            :class:`~mnemo_obs.sampler.Sampler`.
 
     Returns:
         An :class:`Installation`; call its ``close()`` at shutdown to flush.
@@ -286,8 +303,9 @@ def install(
         )
     if not isinstance(logs, bool):
         raise ConfigurationError(f"logs must be True or False, not {logs!r}")
+    sample_interval = check_interval("sample_interval", sample_interval)
     log_paths = LiveLogs.paths(prefix) if logs else ()
-    read_paths = tuple(f"{prefix}/{name}" for name in ROUTES)
+    read_paths = tuple(f"{prefix}/{name}" for name in (*ROUTES, GAUGE_ROUTE))
     for path in (summary_path, health_path, *read_paths, *log_paths):
         if path is not None:
             _refuse_taken_route(app, path)
@@ -308,6 +326,7 @@ def install(
     writer = MetricsWriter(dsn, create_schema=create_schema, service=service, **writer_settings)
     collector: MetricsCollector | None = None
     live_logs: LiveLogs | None = None
+    sampler: Sampler | None = None
     try:
         collector = MetricsCollector(
             dsn, redis_url=redis_url, cache_ttl=cache_ttl, timeout=summary_timeout, writer=writer
@@ -331,10 +350,14 @@ def install(
             skip_paths=tuple(dict.fromkeys((*skip_paths, *own_paths))),
             skip_prefixes=tuple(skip_prefixes),
         )
+        if sample_interval is not None:
+            sampler = Sampler(writer, dsn=dsn, redis_url=redis_url, interval=sample_interval)
         retention = (
             _start_retention(dsn, retention_days, retention_options) if retention_days else None
         )
     except BaseException:
+        if sampler is not None:
+            sampler.stop(0)
         writer.close(0)
         if live_logs is not None:
             live_logs.close(0)
@@ -344,11 +367,14 @@ def install(
     _add_first(app, middleware)
     app.add_route(summary_path, SummaryResource(collector, writer=writer, token=resolved_token))
     add_read_routes(app, prefix, collector, resolved_token)
+    add_gauge_route(app, prefix, collector, resolved_token)
     if health_path is not None:
         app.add_route(health_path, HealthResource())
     if live_logs is not None:
         live_logs.add_routes(app, prefix)
         live_logs.attach()
+    if sampler is not None:
+        sampler.start()
     log.info(
         "mnemo_obs installed: recording to %s, summary at %s%s",
         db.describe(dsn),
@@ -363,6 +389,7 @@ def install(
         summary_path=summary_path,
         token_required=resolved_token is not None,
         logs=live_logs,
+        sampler=sampler,
     )
 
 
