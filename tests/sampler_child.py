@@ -56,6 +56,7 @@ def main() -> int:
         if line.strip() == "stats":
             print(json.dumps(state(sampler)), flush=True)
         elif line.strip() == "sample":
+            writer.flush(10)  # room in a small queue for the sample's rows
             sampler.sample_once()
             writer.flush(10)
             print(json.dumps(state(sampler)), flush=True)

@@ -48,20 +48,26 @@ def test_two_processes_take_one_sample_of_each_part_per_interval(
     for child in children:
         child.wait_for("ten ticks", lambda stats: stats["ticks"] >= 10)
     finals = {child.pid: child.stop() for child in children}
+    health = fetch(dsn, "metric_name = 'writer_enqueued'")
+    stopped = {
+        row["metadata"]["pid"]: row["timestamp"] for row in health if "final" in row["metadata"]
+    }
     for part, where in HEARTBEATS.items():
         rows = fetch(dsn, where)
-        takers = {row["metadata"]["pid"] for row in rows}
-        assert len(takers) == 1, f"{part} sampled by {takers}"
-        (taker,) = takers
-        assert len(rows) == finals[taker]["samples"][part] >= 9
-        # At most one sample a tick of the one that took them; none by the other.
-        assert len(rows) <= finals[taker]["ticks"]
-        other = next(pid for pid in finals if pid != taker)
-        assert finals[other]["samples"][part] == 0
-        # Every row of the sample, once: no two samples at one moment.
-        assert len({row["timestamp"] for row in rows}) == len(rows)
+        takers = [row["metadata"]["pid"] for row in rows]
+        first = takers[0]
+        # One process took them all while both ran. The first one stopped
+        # (cleanly: its locks freed) may have handed over to the other.
+        handover = next((i for i, pid in enumerate(takers) if pid != first), len(takers))
+        other = next(pid for pid in finals if pid != first)
+        assert set(takers[handover:]) <= {other}
+        assert handover >= 9, f"{part}: {takers}"
+        if handover < len(takers):
+            assert rows[handover]["timestamp"] > stopped[first]
+        for pid, final in finals.items():
+            assert takers.count(pid) == final["samples"][part]
+            assert final["samples"][part] <= final["ticks"]  # at most one sample a tick
     # Writer health: every process its own, every tick and once more on stop.
-    health = fetch(dsn, "metric_name = 'writer_enqueued'")
     for pid, final in finals.items():
         mine = [row for row in health if row["metadata"]["pid"] == pid]
         assert len(mine) == final["ticks"] + 1
