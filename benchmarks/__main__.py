@@ -28,6 +28,7 @@ SECTIONS: list[str] = [
     "rollups",
     "retention",
     "logs",
+    "gauges",
 ]
 
 

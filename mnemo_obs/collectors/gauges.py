@@ -22,25 +22,54 @@ from ..rollups import reads
 from ._base import percent, rounded
 
 FINITE = "value < 'Infinity'::float8 AND value > '-Infinity'::float8"
-EPOCH = "coalesce(metadata->>'epoch', '')"
-# The samples of a window, each with the one before it of the same source.
-LAGGED = f"""
-SELECT metric_type, metric_name, metadata->>'source' AS source, timestamp, value, metadata,
-       {EPOCH} AS epoch,
-       lag(value) OVER w AS prev,
-       lag({EPOCH}) OVER w AS prev_epoch
+NUMBER = (
+    "CASE WHEN jsonb_typeof(metadata->'{key}') = 'number' THEN (metadata->>'{key}')::float8 END"
+)
+# One gauge's samples in the window, narrow: computed before any sort (OFFSET
+# 0 keeps them so), a month of them sorts in memory.
+SAMPLES = f"""
+SELECT metadata->>'source' AS source, timestamp, value,
+       coalesce(metadata->>'epoch', '') AS epoch{{details}}
 FROM metrics
-WHERE timestamp >= %(start)s AND {FINITE} AND ({{where}})
-WINDOW w AS (PARTITION BY metric_type, metric_name, metadata->>'source' ORDER BY timestamp)
+WHERE metric_type = %(type)s AND metric_name = %(name)s AND timestamp >= %(start)s
+  AND {FINITE}{{source}}
+OFFSET 0
+"""
+DETAILS = (
+    ", metadata->>'host' AS host, metadata->>'pid' AS pid, metadata->>'service' AS service, "
+    f"{NUMBER.format(key='interval')} AS every"
+)
+# Each sample with the one before it (of the same source, in ``{window}``).
+LAGGED = """
+SELECT *, lag(value) OVER w AS prev, lag(epoch) OVER w AS prev_epoch
+FROM ({samples}) AS r
+WINDOW w AS ({window})
 """
 INCREASE = (
     "CASE WHEN prev IS NULL THEN 0 WHEN value >= prev AND epoch = prev_epoch "
     "THEN value - prev ELSE value END"
 )
 RESET = "prev IS NOT NULL AND (value < prev OR epoch <> prev_epoch)"
-NUMBER = (
-    "CASE WHEN jsonb_typeof(metadata->'{key}') = 'number' THEN (metadata->>'{key}')::float8 END"
-)
+POINTS = """
+SELECT source, floor(extract(epoch FROM timestamp - %(start)s) / %(step)s)::int,
+       count(*), avg(value), min(value), max(value),
+       (array_agg(value ORDER BY timestamp DESC))[1], {increase}, {resets},
+       max(host), max(pid), max(service), max(every)
+FROM ({rows}) AS s
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+# A counter's increase over the window, from one source's samples.
+COUNTER = f"""
+SELECT %(type)s, %(name)s, sum({INCREASE}), count(*), count(*) FILTER (WHERE {RESET}),
+       min(timestamp), max(timestamp)
+FROM ({{rows}}) AS s
+"""
+
+
+def counter_sql(source: str) -> str:
+    """:data:`COUNTER` over the samples of one source (an SQL expression)."""
+    samples = SAMPLES.format(details="", source=f" AND metadata->>'source' = {source}")
+    return COUNTER.format(rows=LAGGED.format(samples=samples, window="ORDER BY timestamp"))
 
 
 def series(
@@ -56,17 +85,15 @@ def series(
     """
     counter = gauges.kind(metric_name) == "counter"
     start = datetime.fromtimestamp(math.floor(window.start.timestamp() / step) * step, timezone.utc)
-    cur.execute(
-        "SELECT source, floor(extract(epoch FROM timestamp - %(start)s) / %(step)s)::int, "
-        "count(*), avg(value), min(value), max(value), "
-        "(array_agg(value ORDER BY timestamp DESC))[1], "
-        f"sum({INCREASE}), count(*) FILTER (WHERE {RESET}), "
-        "max(metadata->>'host'), max(metadata->>'pid'), max(metadata->>'service'), "
-        f"max({NUMBER.format(key='interval')}) "
-        f"FROM ({LAGGED.format(where='metric_type = %(type)s AND metric_name = %(name)s')}) s "
-        "GROUP BY 1, 2 ORDER BY 1, 2",
-        {"start": start, "step": step, "type": metric_type, "name": metric_name},
-    )
+    samples = SAMPLES.format(details=DETAILS, source="")
+    if counter:
+        lagged = LAGGED.format(samples=samples, window="PARTITION BY source ORDER BY timestamp")
+        sql = POINTS.format(
+            increase=f"sum({INCREASE})", resets=f"count(*) FILTER (WHERE {RESET})", rows=lagged
+        )
+    else:  # a level: no order needed, no sort
+        sql = POINTS.format(increase="NULL", resets="0", rows=samples)
+    cur.execute(sql, {"start": start, "step": step, "type": metric_type, "name": metric_name})
     count = max(1, math.ceil((window.end - start).total_seconds() / step))
     found: dict[str, dict[int, tuple[Any, ...]]] = {}
     for row in cur.fetchall():
@@ -157,18 +184,21 @@ def window_counters(cur: Any, window: reads.Window, redis_source: str | None) ->
     for the Redis server ``redis_source`` (``host:port``; None: no Redis) and
     the database.
     """
-    where = "metric_type = 'postgres' AND metric_name IN ('blks_hit', 'blks_read', 'xact_commit')"
+    # PostgreSQL's rows are of this database (current_database()); Redis's of
+    # the server this collector reports on.
+    parts = [
+        (counter_sql("current_database()"), "postgres", name)
+        for name in ("blks_hit", "blks_read", "xact_commit")
+    ]
     if redis_source is not None:
-        where = (
-            f"({where}) OR (metric_type = 'redis' AND metric_name IN "
-            "('keyspace_hits', 'keyspace_misses') AND metadata->>'source' = %(redis)s)"
-        )
-    cur.execute(
-        f"SELECT metric_type, metric_name, sum({INCREASE}), count(*), "
-        f"count(*) FILTER (WHERE {RESET}), min(timestamp), max(timestamp) "
-        f"FROM ({LAGGED.format(where=where)}) s GROUP BY 1, 2",
-        window.params(redis=redis_source),
-    )
+        parts += [
+            (counter_sql("%(redis)s"), "redis", name)
+            for name in ("keyspace_hits", "keyspace_misses")
+        ]
+    found = []
+    for sql, metric_type, name in parts:
+        cur.execute(sql, window.params(redis=redis_source, type=metric_type, name=name))
+        found.append(cur.fetchone())
     return {
         (row[0], row[1]): {
             "increase": row[2],
@@ -177,7 +207,8 @@ def window_counters(cur: Any, window: reads.Window, redis_source: str | None) ->
             "first": row[5],
             "last": row[6],
         }
-        for row in cur.fetchall()
+        for row in found
+        if row[3]
     }
 
 
