@@ -42,7 +42,9 @@ SELECT now() - t * interval '60 seconds', g.metric_type, g.metric_name,
             WHEN g.metric_type = 'redis' AND t < %(half)s THEN (%(half)s - t) * 17
             ELSE (2 * %(ticks)s - t) * 17 END,
        jsonb_build_object('host', 'bench-host', 'pid', g.pid, 'service', '',
-                          'scope', g.scope, 'source', g.source, 'interval', 60)
+                          'scope', g.scope, 'interval', 60,
+                          'source', CASE WHEN g.metric_type = 'postgres' THEN current_database()
+                                         ELSE g.source END)
        || CASE WHEN g.counter AND g.metric_type = 'redis'
                THEN jsonb_build_object('epoch', CASE WHEN t < %(half)s THEN 'b' ELSE 'a' END)
                WHEN g.counter THEN jsonb_build_object('epoch', '')

@@ -20,7 +20,7 @@ from mnemo_obs.installation import install
 from mnemo_obs.sampler import Sampler
 from mnemo_obs.sampler.leases import NAMESPACE
 
-from .recording import FAST_RETRY, fetch, wait_child, wait_until
+from .recording import FAST_RETRY, fetch, readme_example, wait_child, wait_until
 from .servers import OwnedPostgres, RedisServer
 
 INTERVAL = 0.2
@@ -231,3 +231,9 @@ def test_a_forked_child_samples_as_itself_and_leaves_the_parent_its_locks(
     assert pids == {os.getpid(), pid}
     sampled_by = {r["metadata"]["pid"] for r in fetch(dsn, "metric_type = 'postgres'")}
     assert sampled_by == {os.getpid()}
+
+
+def test_the_documented_example_runs(dsn: str) -> None:
+    namespace: dict[str, Any] = {"dsn": dsn}
+    exec(readme_example("sampler"), namespace)
+    assert namespace["sampler"].stop(1) and namespace["writer"]._state == "closed"
