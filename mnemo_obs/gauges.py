@@ -76,13 +76,3 @@ def scope(metric_type: str, metric_name: str) -> str:
     if metric_type in ("redis", "postgres"):
         return CLUSTER
     return PROCESS if metric_name.startswith("writer_") else HOST
-
-
-def rows_per_sample() -> dict[str, int]:
-    """Rows one sample writes, per scope: what a day of them costs is this times 1,440 a minute."""
-    return {
-        "redis": len(NAMES["redis"]),
-        "postgres": len(NAMES["postgres"]),
-        "system": len(SYSTEM_GAUGES),
-        "writer": len(WRITER_GAUGES + WRITER_COUNTERS),
-    }

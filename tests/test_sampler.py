@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,7 +22,8 @@ from mnemo_obs.installation import install
 from mnemo_obs.sampler import Sampler
 from mnemo_obs.sampler.leases import NAMESPACE
 
-from .recording import FAST_RETRY, fetch, readme_example, wait_child, wait_until
+from .proxy import FreezableProxy
+from .recording import FAST_RETRY, TIMEOUT, fetch, readme_example, wait_child, wait_until
 from .servers import OwnedPostgres, RedisServer
 
 INTERVAL = 0.2
@@ -237,3 +240,57 @@ def test_the_documented_example_runs(dsn: str) -> None:
     namespace: dict[str, Any] = {"dsn": dsn}
     exec(readme_example("sampler"), namespace)
     assert namespace["sampler"].stop(1) and namespace["writer"]._state == "closed"
+
+
+def stop_in_time(sampler: Sampler, timeout: float) -> None:
+    """``sampler.stop(timeout)`` on a thread of its own; the test fails if it never returns."""
+    stopper = threading.Thread(target=sampler.stop, args=(timeout,), daemon=True)
+    stopper.start()
+    stopper.join(TIMEOUT)
+    assert not stopper.is_alive(), "stop() did not return"
+
+
+def test_a_frozen_postgresql_holds_no_tick_and_no_stop(
+    dsn: str, make_writer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The locks' PostgreSQL stops answering, TCP up: the ticks go on, stop() returns."""
+    caplog.set_level(logging.INFO, logger="mnemo_obs.sampler")
+    proxy, proxied = FreezableProxy.for_dsn(dsn)
+    writer = make_writer(dsn, flush_interval=0.1)  # the rows go straight to the database
+    sampler = Sampler(writer, dsn=proxied, redis_url="", interval=INTERVAL, timeout=0.5)
+    try:
+        sampler.start()
+        wait_until("samples", lambda: sampler.samples["postgres"] >= 2)
+        proxy.freeze()
+        samples, health = sampler.samples["postgres"], sampler.samples["writer"]
+        # Each tick records this process's writer health; the locked parts wait.
+        wait_until("ticks while frozen", lambda: sampler.samples["writer"] >= health + 5)
+        assert sampler.samples["postgres"] <= samples + 1
+        assert sampler.held == set()
+        failures = [r for r in caplog.records if "did not answer" in r.getMessage()]
+        assert len(failures) == 1  # once, not every tick
+        stop_in_time(sampler, 2)
+    finally:
+        proxy.thaw()
+        sampler.stop(10)
+        proxy.close()
+    assert "mnemo_obs.sampler" not in [t.name for t in threading.enumerate()]
+
+
+def test_a_frozen_redis_is_up_0_within_its_timeout(
+    dsn: str, owned_redis: RedisServer, make_sampler: Any
+) -> None:
+    sampler = make_sampler(dsn, redis_url=owned_redis.url)
+    sampler.start()
+    wait_until("redis samples", lambda: sampler.samples["redis"] >= 2)
+    assert owned_redis.process is not None
+    owned_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        samples = sampler.samples["redis"]
+        wait_until("samples of a frozen Redis", lambda: sampler.samples["redis"] >= samples + 2)
+        stop_in_time(sampler, 5)
+    finally:
+        owned_redis.process.send_signal(signal.SIGCONT)
+    assert sampler._writer.flush(10)
+    ups = [r["value"] for r in fetch(dsn, "metric_type = 'redis' AND metric_name = 'up'")]
+    assert ups[:2] == [1.0, 1.0] and ups[-1] == 0.0

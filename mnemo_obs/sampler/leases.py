@@ -18,7 +18,6 @@ disconnects, once an interval.
 from __future__ import annotations
 
 import contextlib
-import logging
 import zlib
 from typing import Any
 
@@ -26,8 +25,6 @@ import psycopg2
 
 from .. import db
 from ..errors import DatabaseError
-
-log = logging.getLogger("mnemo_obs.sampler")
 
 # "mnem": the first key of every sampler lock (two int4 keys, a space apart
 # from the single bigint keys of the migration, purges and rollups).

@@ -234,8 +234,11 @@ class Sampler:
 
     def _tick(self) -> set[str]:
         with self._tick_lock:
+            if self._writer._state == "closed":
+                return set()  # nowhere for the rows to go: nothing to ask anyone
             self.ticks += 1
             done = {"writer"} if self._rows.writer_health() else set()
+            self.samples["writer"] += len(done)
             cpu_now = psutil.cpu_times()
             cpu = busy_percent(self._cpu_before, cpu_now)
             self._cpu_before = cpu_now
@@ -262,15 +265,16 @@ class Sampler:
             if "system" in due:
                 self._rows.system({"cpu_percent": cpu, **self._system.usage()})
                 done.add("system")
-            for part in done:
+            for part in done - {"writer"}:
                 self.samples[part] += 1
             return done
 
     def _ask_postgres(self) -> tuple[set[str], set[str], Any]:
         """The locks to sample for, and PostgreSQL's figures if one is its; bounded, stoppable."""
-        stuck = self._db.stuck_for()
-        if stuck > self._timeout:
-            raise ReadTimeout(f"PostgreSQL did not answer for {stuck:.0f} s (still waiting)")
+        # Said the same way at each tick it lasts, so it is logged once.
+        late = f"PostgreSQL at {db.describe(self._dsn)} did not answer within {self._timeout:g} s"
+        if self._db.stuck_for() > self._timeout:
+            raise ReadTimeout(late)  # still waiting for an earlier tick's answer
         future = self._db.submit("tick", self._db_work)
         deadline = time.monotonic() + self._timeout
         while True:
@@ -278,10 +282,7 @@ class Sampler:
                 return future.result(min(0.1, max(0.0, deadline - time.monotonic())))  # type: ignore[no-any-return]
             except FutureTimeout:
                 if time.monotonic() >= deadline or self._stop.is_set():
-                    raise ReadTimeout(
-                        f"PostgreSQL at {db.describe(self._dsn)} did not answer within "
-                        f"{self._timeout:g} s"
-                    ) from None
+                    raise ReadTimeout(late) from None
 
     def _db_work(self) -> tuple[set[str], set[str], Any]:
         """On the database thread: the locks held, those to sample, PostgreSQL's figures.
