@@ -1,23 +1,13 @@
 """Sampler: the Redis, PostgreSQL and host gauges and the writer's health, as rows, every interval.
 
-Each tick (every ``interval`` seconds, on a daemon thread named
-``mnemo_obs.sampler``):
-
-1. this process's writer health (``writer.stats()``) goes in as ``system``
-   rows named ``writer_*``: every process reports its own;
-2. on a thread of its own (``mnemo_obs.sampler-db``), waited on at most
-   ``timeout``, the sampler checks which advisory locks it holds and tries
-   the others (see :mod:`.leases`): one for PostgreSQL, one per Redis
-   server, one per host. A lock just won whose gauges another process
-   sampled less than an interval ago waits a tick, so a handover gives no
-   second sample in one interval;
-3. for each lock held, the gauges: PostgreSQL's on the lock's connection,
-   Redis's with one ``INFO`` (1 s timeout), the host's from psutil.
-
-Rows go through the process's :class:`~mnemo_obs.MetricsWriter` like any
-other (its queue, batches and books). A failure of any part is logged once
-when it starts and once when it ends, costs that part's rows (a gap in the
-history, never an invented value), and never ends the thread.
+Each tick (a daemon thread, ``mnemo_obs.sampler``) records this process's
+``writer.stats()``, asks PostgreSQL which locks it holds (see
+:mod:`.database` and :mod:`.leases`), and samples the parts whose locks it
+holds: PostgreSQL's statistics, Redis's ``INFO`` (1 s timeout), the host
+(psutil). Rows go through the process's writer like any other. A part that
+fails is logged once when it starts and once when it ends, costs that
+part's rows (a gap in the history, never an invented value), and never
+ends the thread.
 """
 
 from __future__ import annotations
@@ -28,20 +18,16 @@ import socket
 import threading
 import time
 import weakref
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 import psutil
-import psycopg2
 
 from .. import db
-from ..collectors._reader import BoundedReader, ReadTimeout
-from ..collectors.postgres_stats import PostgresCollector
 from ..collectors.redis_stats import RedisCollector
 from ..collectors.summary import REDIS_URL_ENV
 from ..collectors.system import SystemCollector, busy_percent
 from ..errors import ConfigurationError, MnemoObsError
-from .leases import Leases
+from .database import DatabaseSide
 from .rows import Rows
 
 if TYPE_CHECKING:
@@ -101,23 +87,28 @@ class Sampler:
         host: str | None = None,
         disk_path: str = "/",
     ) -> None:
-        self._interval = check_interval("interval", interval)
-        if self._interval is None:
+        seconds = check_interval("interval", interval)
+        if seconds is None:
             raise ConfigurationError("interval must be a number of seconds, not None")
+        self._interval = seconds
         self._timeout = check_interval("timeout", timeout) or self.TIMEOUT
         if host is not None and (not isinstance(host, str) or not host or not host.isprintable()):
             raise ConfigurationError(f"host must be a non-empty printable str, not {host!r}")
         self._host = host or socket.gethostname()
         self._writer = writer
         self._dsn = db.resolve_dsn(dsn if dsn is not None else writer._dsn)
-        self._service: str = writer._service
         url = redis_url if redis_url is not None else os.environ.get(REDIS_URL_ENV, "")
         self._system = SystemCollector(disk_path=disk_path)
         self._redis = RedisCollector.from_url(url) if url else None
-        self._postgres = PostgresCollector(self._dsn)
+        # Each part, its lock's name, and the row that says when it was last sampled.
         self._wanted = {"postgres": "postgres", "system": f"system:{self._host}"}
+        self._heartbeats: dict[str, tuple[str, str, str | None]] = {
+            "postgres": ("postgres", "connections_total", None),
+            "system": ("system", "memory_percent", self._host),
+        }
         if self._redis is not None:
             self._wanted["redis"] = f"redis:{self._redis.where}"
+            self._heartbeats["redis"] = ("redis", "up", self._redis.where)
         self._closed = False
         self._reset()
         _LIVE.add(self)
@@ -128,9 +119,14 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tick_lock = threading.Lock()
-        self._db = BoundedReader("mnemo_obs.sampler-db", max_pending=2)
-        idle = max(self.IDLE_MIN, self.IDLE_INTERVALS * self._interval)  # type: ignore[operator]
-        self._leases = Leases(self._dsn, idle_timeout=idle)
+        self._db = DatabaseSide(
+            self._dsn,
+            wanted=self._wanted,
+            heartbeats=self._heartbeats,
+            interval=self._interval,
+            timeout=self._timeout,
+            idle_timeout=max(self.IDLE_MIN, self.IDLE_INTERVALS * self._interval),
+        )
         pid = os.getpid()
         started = psutil.Process(pid).create_time()
         self._rows = Rows(
@@ -145,7 +141,7 @@ class Sampler:
     @property
     def interval(self) -> float:
         """Seconds between samples."""
-        return self._interval  # type: ignore[return-value]
+        return self._interval
 
     @property
     def last_writer_stats(self) -> dict[str, Any] | None:
@@ -202,15 +198,10 @@ class Sampler:
                 self._rows.writer_health(final=True)
             finally:
                 self._tick_lock.release()
-        if self._leases.conn is not None:
-            if self.held:
-                self._writer.flush(left(self.FLUSH_WAIT))
-            try:
-                self._db.run("release", self._leases.release, left(self.FLUSH_WAIT) or 0.0)
-            except (ReadTimeout, MnemoObsError):
-                log.warning("sampler: PostgreSQL did not answer; its locks go with the session")
-        self._db.close()
-        self._postgres.close()
+        if self.held:
+            self._writer.flush(left(self.FLUSH_WAIT))
+        if not self._db.close(left(self.FLUSH_WAIT) or 0.0):
+            log.warning("sampler: PostgreSQL did not answer; its locks go with the session")
         if self._redis is not None:
             self._redis.close()
         return ended
@@ -243,8 +234,8 @@ class Sampler:
             cpu = busy_percent(self._cpu_before, cpu_now)
             self._cpu_before = cpu_now
             try:
-                held, due, pg = self._ask_postgres()
-            except (ReadTimeout, MnemoObsError) as exc:
+                held, due, pg = self._db.ask(self._stop)
+            except MnemoObsError as exc:  # no answer in time, or none at all
                 if not self._stop.is_set():  # stopping cuts the wait short: no failure
                     self._note("locks", str(exc))
                 self._set_held(set())
@@ -269,53 +260,6 @@ class Sampler:
                 self.samples[part] += 1
             return done
 
-    def _ask_postgres(self) -> tuple[set[str], set[str], Any]:
-        """The locks to sample for, and PostgreSQL's figures if one is its; bounded, stoppable."""
-        # Said the same way at each tick it lasts, so it is logged once.
-        late = f"PostgreSQL at {db.describe(self._dsn)} did not answer within {self._timeout:g} s"
-        if self._db.stuck_for() > self._timeout:
-            raise ReadTimeout(late)  # still waiting for an earlier tick's answer
-        future = self._db.submit("tick", self._db_work)
-        deadline = time.monotonic() + self._timeout
-        while True:
-            try:
-                return future.result(min(0.1, max(0.0, deadline - time.monotonic())))  # type: ignore[no-any-return]
-            except FutureTimeout:
-                if time.monotonic() >= deadline or self._stop.is_set():
-                    raise ReadTimeout(late) from None
-
-    def _db_work(self) -> tuple[set[str], set[str], Any]:
-        """On the database thread: the locks held, those to sample, PostgreSQL's figures.
-
-        The figures are ``(section, counters)``, an error message, or None
-        when PostgreSQL is not this process's to sample.
-        """
-        if self._closed:  # a tick that outlived stop(): the locks are being released
-            return set(), set(), None
-        held, won = self._leases.refresh(self._wanted)
-        due = set(held)
-        for part in won:
-            metric_type, name, source = self._heartbeat(part)
-            age = self._leases.seconds_since(metric_type, name, source, 2 * self.interval)
-            if age is not None and age < self.interval:
-                due.discard(part)  # the previous holder sampled it within the interval
-        pg: Any = None
-        if "postgres" in due:
-            try:
-                with self._leases.conn.cursor() as cur:
-                    pg = self._postgres.read(cur)
-            except psycopg2.Error as exc:
-                pg = db.explain(exc, self._dsn)
-        return held, due, pg
-
-    def _heartbeat(self, part: str) -> tuple[str, str, str | None]:
-        """The row that says when ``part`` was last sampled, by anyone."""
-        if part == "redis":
-            return "redis", "up", self._redis.where if self._redis is not None else None
-        if part == "system":
-            return "system", "memory_percent", self._host
-        return "postgres", "connections_total", None
-
     # -- bookkeeping ----------------------------------------------------------
 
     def _set_held(self, held: set[str]) -> None:
@@ -339,7 +283,7 @@ class Sampler:
 
     def _after_fork(self) -> None:
         was_running = self._running and not self._closed
-        self._leases.forget()  # the parent's session: neither used nor closed here
+        self._db.forget()  # the parent's session: neither used nor closed here
         self._reset()
         if was_running:
             self.start()
