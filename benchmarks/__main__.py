@@ -30,6 +30,7 @@ SECTIONS: list[str] = [
     "logs",
     "dashboard",
     "replica",
+    "gauges",
 ]
 
 

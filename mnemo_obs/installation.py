@@ -24,6 +24,8 @@ from .collectors.summary import REDIS_URL_ENV
 from .dashboard import DEFAULT_PATH as DEFAULT_DASHBOARD_PATH
 from .dashboard import Dashboard
 from .errors import ConfigurationError
+from .gauge_routes import ROUTE as GAUGE_ROUTE
+from .gauge_routes import add_gauge_route
 from .logs import LiveLogs
 from .middleware import MetricsMiddleware
 from .prometheus import MetricsResource, PrometheusExporter
@@ -31,6 +33,8 @@ from .read_routes import ROUTES, add_read_routes
 from .resources import DEFAULT_PREFIX, HealthResource, SummaryResource, _BearerCheck, resolve_token
 from .retention import RetentionScheduler
 from .retention._purge import MAX_DAYS, _number
+from .sampler import Sampler
+from .sampler.sampler import check_interval
 from .writer import MetricsWriter
 
 log = logging.getLogger("mnemo_obs")
@@ -65,6 +69,9 @@ class Installation:
             ``dashboard_path=None``.
         routes: every path served (the summary, the read routes, the logs,
             health, Prometheus, the dashboard page; not its files).
+        sampler: the :class:`~mnemo_obs.sampler.Sampler` that records the
+            infrastructure gauges and writer health, or None with
+            ``sample_interval=None``.
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class Installation:
         logs: LiveLogs | None = None,
         dashboard_path: str | None = None,
         routes: tuple[str, ...] = (),
+        sampler: Sampler | None = None,
     ) -> None:
         self.writer = writer
         self.collector = collector
@@ -89,10 +97,11 @@ class Installation:
         self.logs = logs
         self.dashboard_path = dashboard_path
         self.routes = routes
+        self.sampler = sampler
         INSTALLATIONS.add(self)  # for mnemo_obs.serve(): closed at SIGTERM
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush and stop the writer, stop retention and live logs, close the connections.
+        """Stop the sampler, flush and stop the writer, stop retention and live logs, close.
 
         Everything shares one deadline, ``timeout`` seconds from the call
         (None: the writer's ``shutdown_timeout``, 5 s): a purge blocked on a
@@ -105,8 +114,11 @@ class Installation:
         if timeout is None:
             timeout = self.writer._shutdown_timeout
         deadline = time.monotonic() + timeout
+        if self.sampler is not None:
+            # First: its last rows go through the writer, which is still open.
+            self.sampler.stop(timeout)
         try:
-            flushed = self.writer.close(timeout)
+            flushed = self.writer.close(max(0.0, deadline - time.monotonic()))
         finally:
             if self.retention is not None:
                 self.retention.stop(max(0.0, deadline - time.monotonic()))
@@ -208,6 +220,7 @@ def install(
     log_max_streams: int = LiveLogs.MAX_STREAMS,
     log_max_stream_seconds: float = LiveLogs.MAX_STREAM_SECONDS,
     log_heartbeat_seconds: float = LiveLogs.HEARTBEAT_SECONDS,
+    sample_interval: float | None = Sampler.INTERVAL,
 ) -> Installation:
     """Record every request of ``app`` and serve the summary and health routes.
 
@@ -286,6 +299,10 @@ def install(
         log_max_streams: streams open at once per process (default 2).
         log_max_stream_seconds: a stream's lifetime (default 60).
         log_heartbeat_seconds: a ping after this long without a write (default 2).
+        sample_interval: seconds between samples of the Redis, PostgreSQL and
+            host gauges and of the writer's health, into the ``metrics``
+            table (default 60; from 0.1 to 86,400); None for none. See
+            :class:`~mnemo_obs.sampler.Sampler`.
 
     Returns:
         An :class:`Installation`; call its ``close()`` at shutdown to flush.
@@ -319,8 +336,9 @@ def install(
         )
     if not isinstance(logs, bool):
         raise ConfigurationError(f"logs must be True or False, not {logs!r}")
+    sample_interval = check_interval("sample_interval", sample_interval)
     log_paths = LiveLogs.paths(prefix) if logs else ()
-    read_paths = tuple(f"{prefix}/{name}" for name in ROUTES)
+    read_paths = tuple(f"{prefix}/{name}" for name in (*ROUTES, GAUGE_ROUTE))
     if prometheus_path is not None:
         _check_path("prometheus_path", prometheus_path)
         read_paths += (prometheus_path,)
@@ -359,6 +377,7 @@ def install(
     exporter = PrometheusExporter(writer) if prometheus_path is not None else None
     collector: MetricsCollector | None = None
     live_logs: LiveLogs | None = None
+    sampler: Sampler | None = None
     try:
         collector = MetricsCollector(
             dsn,
@@ -389,10 +408,14 @@ def install(
             skip_paths=tuple(dict.fromkeys((*skip_paths, *own_paths))),
             skip_prefixes=tuple(skip_prefixes),
         )
+        if sample_interval is not None:
+            sampler = Sampler(writer, dsn=dsn, redis_url=redis_url, interval=sample_interval)
         retention = (
             _start_retention(dsn, retention_days, retention_options) if retention_days else None
         )
     except BaseException:
+        if sampler is not None:
+            sampler.stop(0)
         writer.close(0)
         if live_logs is not None:
             live_logs.close(0)
@@ -404,6 +427,7 @@ def install(
     add_read_routes(app, prefix, collector, resolved_token)
     if exporter is not None and prometheus_path is not None:
         app.add_route(prometheus_path, MetricsResource(exporter, _BearerCheck(resolved_token)))
+    add_gauge_route(app, prefix, collector, resolved_token)
     if health_path is not None:
         app.add_route(health_path, HealthResource())
     if live_logs is not None:
@@ -412,6 +436,8 @@ def install(
     if dashboard is not None:
         dashboard.add_routes(app)
     replica = collector.replica
+    if sampler is not None:
+        sampler.start()
     log.info(
         "mnemo_obs installed: recording to %s%s, summary at %s%s",
         db.describe(dsn),
@@ -429,6 +455,7 @@ def install(
         logs=live_logs,
         dashboard_path=dashboard.path if dashboard is not None else None,
         routes=own_paths + ((dashboard.path,) if dashboard is not None else ()),
+        sampler=sampler,
     )
 
 

@@ -161,8 +161,13 @@ class SummaryResource:
         self._check(req)
         query = Query(req, ("period_hours", "service"))
         hours = query.period_hours()
-        body: dict[str, Any] = dict(self._collector.collect_all(hours, query.text("service")))
-        body["writer"] = self._writer.stats() if self._writer is not None else None
+        writer = self._writer
+        body: dict[str, Any] = dict(
+            self._collector.collect_all(hours, query.text("service"), fleet=writer is not None)
+        )
+        # This process's books, and every process's from the samplers' rows.
+        fleet = body.pop("fleet", None)
+        body["writer"] = {**writer.stats(), "fleet": fleet} if writer is not None else None
         resp.media = body
         # Host details and live figures: no shared cache should keep them.
         resp.cache_control = ["no-store"]

@@ -21,6 +21,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from ..errors import DatabaseError
@@ -112,6 +113,21 @@ class BoundedReader:
         if stuck > timeout:
             raise ReadTimeout(f"no answer for {stuck:.0f} s (a read is still waiting)")
         return self.submit(key, job)
+
+    def run(self, key: Hashable, job: Callable[[], Any], timeout: float) -> Any:
+        """``job()``'s result, run on the reader thread, waiting at most ``timeout`` seconds.
+
+        Raises:
+            ReadTimeout: no result within ``timeout``, or the thread has been
+                held for longer than that already (see :meth:`start`).
+            DatabaseError: refused (see :meth:`submit`).
+            Exception: whatever ``job`` raised.
+        """
+        future = self.start(key, job, timeout)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            raise ReadTimeout(f"no answer within {timeout:g} s") from None
 
     def _loop(self) -> None:
         while True:

@@ -17,7 +17,11 @@ SELECT (SELECT count(*) FILTER (WHERE state = 'active') FROM pg_stat_activity
        (SELECT blks_hit FROM pg_stat_database WHERE datname = current_database()),
        (SELECT blks_read FROM pg_stat_database WHERE datname = current_database()),
        pg_database_size(current_database()),
-       EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')
+       EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'),
+       current_database(),
+       (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+       (SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()),
+       (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database())
 """
 
 # Statements of this database whose mean time so far exceeds the threshold.
@@ -71,22 +75,38 @@ class PostgresCollector:
     def collect(self) -> dict[str, Any]:
         """Read the statistics; raises :class:`DatabaseError` when PostgreSQL fails."""
         with self._connections.connection() as conn, conn.cursor() as cur:
-            return self.read(cur)
+            return self.read(cur)[0]
 
-    def read(self, cur: Any) -> dict[str, Any]:
-        """:meth:`collect` on an open cursor of the caller's."""
+    def read(self, cur: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`collect`'s keys from an open cursor, and the raw counters of the same read.
+
+        The counters (``blks_hit``, ``blks_read``, ``xact_commit``,
+        ``xact_rollback``) count since the statistics were last reset;
+        ``stats_reset`` (ISO time, or None) changes when they are, and
+        ``database`` names the database. Raises ``psycopg2.Error``.
+        """
         cur.execute(STATS_QUERY)
-        active, idle, total, max_conn, hit, read, size, has_statements = cur.fetchone()
+        row = cur.fetchone()
+        active, idle, total, max_conn, hit, read, size, has_statements = row[:8]
+        database, commits, rollbacks, stats_reset = row[8:]
         slow, source = None, "pg_stat_activity"
         if has_statements:
             # Installed but not in shared_preload_libraries, the view raises.
-            row = query_or_none(cur, STATEMENTS_QUERY, {"ms": self._slow_ms})
-            if row is not None:
-                slow, source = row[0], "pg_stat_statements"
+            found = query_or_none(cur, STATEMENTS_QUERY, {"ms": self._slow_ms})
+            if found is not None:
+                slow, source = found[0], "pg_stat_statements"
         if slow is None:
             cur.execute(ACTIVITY_QUERY, {"ms": self._slow_ms})
             (slow,) = cur.fetchone()
         hit, read = hit or 0, read or 0
+        counters = {
+            "blks_hit": hit,
+            "blks_read": read,
+            "xact_commit": commits or 0,
+            "xact_rollback": rollbacks or 0,
+            "stats_reset": stats_reset.isoformat() if stats_reset is not None else None,
+            "database": database,
+        }
         return {
             "connections_active": active,
             "connections_idle": idle,
@@ -96,7 +116,7 @@ class PostgresCollector:
             "db_size_mb": rounded(size / MB),
             "slow_queries_count": slow,
             "slow_queries_source": source,
-        }
+        }, counters
 
     def close(self) -> None:
         """Close the pool this collector opened from a DSN (a shared one is left open)."""

@@ -86,12 +86,30 @@ class RedisCollector:
         result["error"] = error
         return result
 
+    @property
+    def where(self) -> str:
+        """The server, as ``host:port`` (or ``unix:<path>``): what the sampler's rows name."""
+        kwargs = self._client.connection_pool.connection_kwargs
+        if kwargs.get("path"):
+            return f"unix:{kwargs['path']}"
+        return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
     def collect(self) -> dict[str, Any]:
         """One ``INFO`` round trip turned into the summary's keys."""
+        return self.collect_with_counters()[0]
+
+    def collect_with_counters(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`collect`'s keys, and the raw counters of the same ``INFO`` (empty if down).
+
+        The counters (``keyspace_hits``, ``keyspace_misses``, ``evicted_keys``,
+        ``expired_keys``) count since the server started, or since ``CONFIG
+        RESETSTAT``; ``run_id`` changes at each start and ``uptime_seconds``
+        says since when, so a reader of their history can tell a restart.
+        """
         try:
             info = self._client.info()
         except (redis.RedisError, OSError) as exc:
-            return self.unavailable(db.redact(str(exc) or type(exc).__name__, self._url))
+            return self.unavailable(db.redact(str(exc) or type(exc).__name__, self._url)), {}
         used = int(info.get("used_memory", 0))
         maxmemory = int(info.get("maxmemory", 0))
         if maxmemory > 0:
@@ -105,7 +123,15 @@ class RedisCollector:
             for name, value in info.items()
             if name.startswith("db") and name[2:].isdigit() and isinstance(value, dict)
         )
-        return {
+        counters = {
+            "keyspace_hits": hits,
+            "keyspace_misses": misses,
+            "evicted_keys": int(info.get("evicted_keys", 0)),
+            "expired_keys": int(info.get("expired_keys", 0)),
+            "uptime_seconds": int(info.get("uptime_in_seconds", 0)),
+            "run_id": str(info.get("run_id", "")),
+        }
+        section = {
             "connected": True,
             "memory_used_mb": rounded(used / MB),
             "memory_max_mb": rounded(ceiling / MB) if ceiling else None,
@@ -116,6 +142,7 @@ class RedisCollector:
             "evicted_keys": int(info.get("evicted_keys", 0)),
             "connected_clients": int(info.get("connected_clients", 0)),
         }
+        return section, counters
 
     def close(self) -> None:
         """Close the client :meth:`from_url` made (a given client is left to its owner)."""

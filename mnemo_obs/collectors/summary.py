@@ -16,6 +16,7 @@ from ._cache import SingleFlightCache
 from ._pg import PgConnections
 from ._routing import Router
 from .api import ApiCollector
+from .gauge_views import GaugeViews
 from .postgres_stats import PostgresCollector
 from .redis_stats import RedisCollector
 from .replica import Replica
@@ -35,7 +36,7 @@ READ_DSN_ENV = "MNEMO_OBS_READ_DSN"
 SECTIONS = ("api", "redis", "postgres", "system")
 
 
-class MetricsCollector(Views):
+class MetricsCollector(Views, GaugeViews):
     """Everything the summary shows, with each section failing on its own.
 
     Nothing connects at construction. PostgreSQL reads go through a small
@@ -168,8 +169,15 @@ class MetricsCollector(Views):
         """The replica the reads go to while it is usable, or None (``read_dsn`` unset)."""
         return self._router.replica
 
-    def collect_all(self, period_hours: float = 1.0, service: str | None = None) -> dict[str, Any]:
+    def collect_all(
+        self, period_hours: float = 1.0, service: str | None = None, *, fleet: bool = False
+    ) -> dict[str, Any]:
         """``{"api", "redis", "postgres", "system", "collected_at", "period_hours"}``, cached.
+
+        With ``fleet=True``, also ``"fleet"``: every process's writer health
+        (see :mod:`~mnemo_obs.collectors.fleet`). The redis and postgres
+        sections carry their hit ratios over the window, from the sampler's
+        rows (see :mod:`~mnemo_obs.collectors.gauges`).
 
         The window is ``period_hours`` rounded to the minute (to the hour
         past a day; see :func:`normalise_hours`), given back as
@@ -187,10 +195,14 @@ class MetricsCollector(Views):
         # bound only matters if something is badly wrong.
         wait = self._timeout + 2 * self._redis_timeout + 1
         return self._cache.get(
-            ("summary", hours, service), lambda: self._collect(hours, service), wait=wait
+            ("summary", hours, service, fleet),
+            lambda: self._collect(hours, service, fleet),
+            wait=wait,
         )
 
-    def _collect(self, hours: float, service: str | None = None) -> dict[str, Any]:
+    def _collect(
+        self, hours: float, service: str | None = None, fleet: bool = False
+    ) -> dict[str, Any]:
         if self._writer is not None:
             # This process's rows first, so the summary counts them; bounded,
             # so a database that is down or frozen costs half a second.
@@ -200,7 +212,13 @@ class MetricsCollector(Views):
         api = self._router.submit(
             ("api", hours, service), lambda cur: self.api.read(cur, hours, service)
         )
-        postgres = self._router.submit(("postgres",), self.postgres.read, replica=False)
+        postgres = self._router.submit(
+            ("postgres",), lambda cur: self.postgres.read(cur)[0], replica=False
+        )
+        # The sampler's rows: the counters' increase over the window, the fleet.
+        infra = self._router.submit(
+            ("infrastructure", hours, fleet), lambda cur: self._infrastructure(cur, hours, fleet)
+        )
         result: dict[str, Any] = {}
         # Redis and the host meanwhile, on this thread: both bounded on their own.
         for name, read in (("redis", self._collect_redis), ("system", self.system.collect)):
@@ -211,11 +229,15 @@ class MetricsCollector(Views):
         )
         if self._router.replica is not None:
             result["postgres"].update(reads_from=api.where, **self._router.replica.describe())
+        found = self._section("infrastructure", lambda: self._router.result(infra, deadline))
+        self._add_infrastructure(result, found, fleet)
         for name in SECTIONS:
             self._note(name, result[name].get("error"))
         ordered = {name: result[name] for name in SECTIONS}
         ordered["collected_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         ordered["period_hours"] = hours
+        if fleet:
+            ordered["fleet"] = result["fleet"]
         return ordered
 
     @staticmethod

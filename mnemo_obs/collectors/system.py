@@ -37,11 +37,17 @@ class SystemCollector:
 
     def collect(self) -> dict[str, Any]:
         """Read CPU, memory and disk now."""
-        memory = psutil.virtual_memory()
-        disk = psutil.disk_usage(self._disk_path)
         return {
             "cpu_percent": rounded(psutil.cpu_percent(interval=None)),
             "cpu_count": psutil.cpu_count(logical=True),
+            **self.usage(),
+        }
+
+    def usage(self) -> dict[str, Any]:
+        """Memory and disk only: no CPU reading, so psutil's baseline is left alone."""
+        memory = psutil.virtual_memory()
+        disk = psutil.disk_usage(self._disk_path)
+        return {
             "memory_used_mb": rounded((memory.total - memory.available) / MB),
             "memory_total_mb": rounded(memory.total / MB),
             "memory_percent": rounded(memory.percent),
@@ -49,3 +55,23 @@ class SystemCollector:
             "disk_total_gb": rounded(disk.total / GB),
             "disk_percent": rounded(disk.percent),
         }
+
+
+def busy_percent(before: Any, after: Any) -> float | None:
+    """CPU busy between two ``psutil.cpu_times()``, in percent of all cores; None if no time passed.
+
+    psutil's own formula (idle and iowait are not busy; guest time is already
+    in user time), without its process-wide baseline that another caller of
+    ``psutil.cpu_percent`` would move.
+    """
+
+    def split(times: Any) -> tuple[float, float]:
+        total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+        return total - times.idle - getattr(times, "iowait", 0.0), total
+
+    busy_before, total_before = split(before)
+    busy_after, total_after = split(after)
+    elapsed = total_after - total_before
+    if elapsed <= 0:
+        return None
+    return rounded(min(100.0, max(0.0, 100.0 * (busy_after - busy_before) / elapsed)))
