@@ -215,9 +215,13 @@ class MetricsCollector(Views, GaugeViews):
         postgres = self._router.submit(
             ("postgres",), lambda cur: self.postgres.read(cur)[0], replica=False
         )
-        # The sampler's rows: the counters' increase over the window, the fleet.
+        # The sampler's rows (the counters' increase over the window, the
+        # fleet) on the primary too: they go with its health, and a replica
+        # that stops answering then costs the summary one wait, not two.
         infra = self._router.submit(
-            ("infrastructure", hours, fleet), lambda cur: self._infrastructure(cur, hours, fleet)
+            ("infrastructure", hours, fleet),
+            lambda cur: self._infrastructure(cur, hours, fleet),
+            replica=False,
         )
         result: dict[str, Any] = {}
         # Redis and the host meanwhile, on this thread: both bounded on their own.
