@@ -46,7 +46,9 @@ def django_app(pg_server: Any) -> Iterator[Any]:
         ROOT_URLCONF="tests.django_project",
         SECRET_KEY="only-for-the-tests",
         MIDDLEWARE=docs["MIDDLEWARE"],
-        MNEMO_OBS={**docs["MNEMO_OBS"], **OPTIONS, "dsn": pg_server.dsn},
+        # No sampler: this monitoring app lives as long as the session, and
+        # the sampler's tests count on being the only one sampling.
+        MNEMO_OBS={**docs["MNEMO_OBS"], **OPTIONS, "dsn": pg_server.dsn, "sample_interval": None},
     )
     application = get_wsgi_application()
     from mnemo_obs.django import get_monitoring
