@@ -1,0 +1,1 @@
+"""The partitioned layout: ``metrics`` cut into one partition a day (docs/partitions.md)."""
