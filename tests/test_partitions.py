@@ -134,10 +134,11 @@ def test_the_writer_writes_into_the_day_partition(pdsn: str, make_writer: Any) -
 def test_migrating_again_keeps_rows_and_the_chosen_days_ahead(pdsn: str) -> None:
     ids = insert_aged(pdsn, [0, 2])
     assert main(["migrate", "--partitioned", "--ahead-days", "10", "--dsn", pdsn]) == 0
-    assert len(partition_names(pdsn)) == 11
+    # Today, ten days ahead, and the day of the row two days back (moved out of DEFAULT).
+    assert len(partition_names(pdsn)) == 12
     assert apply_schema(pdsn, partitioned=True) == apply_schema(pdsn)
     assert query(pdsn, f"SELECT ahead_days FROM {layout.SETTINGS}") == [(10,)]
-    assert len(partition_names(pdsn)) == 11
+    assert len(partition_names(pdsn)) == 12
     assert {row[0] for row in query(pdsn, "SELECT id::text FROM metrics")} == set(ids)
 
 
@@ -349,3 +350,12 @@ def test_the_summary_says_the_layout_and_the_default_rows(pdsn: str, plain_db: s
         partitioned.close()
     with MetricsCollector(pdsn, redis_url="", cache_ttl=0) as collector:
         assert collector.collect_all()["postgres"]["partitions"]["default_rows"] == 3
+
+
+def test_migrate_partitioned_does_the_jobs_work_for_cron(
+    pdsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    insert_aged(pdsn, [-20, 12])
+    assert main(["migrate", "--partitioned", "--dsn", pdsn]) == 0
+    assert "moved 2 rows out of the DEFAULT partition" in capsys.readouterr().out
+    assert "metrics_default" not in rows_by_table(pdsn)

@@ -8,8 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+import psycopg2
+
 from .. import db, retention, schema
+from ..errors import DatabaseError
 from .convert import BATCH_SIZE, Progress, to_partitioned
+from .keeper import keep
 from .layout import METRICS, ahead_days, partitions
 
 
@@ -115,12 +119,30 @@ def _ready(dsn: str) -> str:
         conn.close()
 
 
+def _keep(dsn: str) -> int:
+    """One pass of the partition job (for setups where no app runs it); rows moved."""
+    conn = db.connect(dsn, application_name="mnemo_obs.partitions")
+    try:
+        conn.autocommit = False
+        done = keep(conn)
+    except psycopg2.Error as exc:
+        raise DatabaseError(
+            f"making partitions failed on {db.describe(dsn)}: {db.explain(exc, dsn)}"
+        ) from exc
+    finally:
+        conn.close()
+    return 0 if done is None else done.moved
+
+
 def migrate(dsn: str, args: Any) -> int:
     """Run ``mnemo-obs migrate --partitioned`` or ``--to-partitioned`` with parsed ``args``."""
     where = db.describe(dsn)
     if not args.to_partitioned:
         applied = schema.apply_schema(dsn, partitioned=True, ahead_days=args.ahead_days)
+        moved = _keep(dsn)
         print(f"schema up to date on {where} ({', '.join(applied)}), partitioned: {_ready(dsn)}")
+        if moved:
+            print(f"moved {moved:,} rows out of the DEFAULT partition into their own")
         return 0
     done = to_partitioned(
         dsn,
