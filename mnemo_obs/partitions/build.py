@@ -88,7 +88,8 @@ def build_twin(cur: Any, spec: Spec, twin: str) -> None:
             # PostgreSQL requires the partition key in a partitioned table's
             # primary key: the one difference between the layouts.
             key = _primary_key(cur, source)
-            key += [spec.column] if spec.column not in key else []
+            if spec.column not in (column.strip('"') for column in key):
+                key.append(spec.column)
             cur.execute(
                 f"ALTER TABLE {twin} ADD CONSTRAINT {temporary} PRIMARY KEY ({', '.join(key)})"
             )
