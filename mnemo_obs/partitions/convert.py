@@ -116,7 +116,10 @@ def to_partitioned(
                 result.created = True
                 return _finish(cur, result, started)
             schema.apply_schema(dsn)  # the rollup tables, when they are missing
-            for key, what in ((KEEPER_LOCK, "the partition job"), (PURGE_LOCK, "a purge")):
+            for key, what in (
+                (KEEPER_LOCK, "the partition job (or another conversion)"),
+                (PURGE_LOCK, "a purge"),
+            ):
                 if not _lock(cur, key, lock_timeout):
                     raise DatabaseError(
                         f"{what} is running on {db.describe(dsn)}: try again when it ends"
