@@ -135,7 +135,10 @@ def purge(
     start, so the purge ends even while new rows keep arriving. Each batch
     is its own short transaction, so an interruption or an error keeps the
     batches already done. Only one purge runs at a time on a database:
-    another one waits up to ``lock_timeout`` for it, then skips.
+    another one waits up to ``lock_timeout`` for it, then skips. On the
+    partitioned layout (docs/partitions.md), the partitions older than the
+    cutoff are dropped whole, and only the one it falls in (and DEFAULT) is
+    deleted from in batches.
 
     Args:
         dsn_or_conn: a DSN (None: ``$MNEMO_OBS_DSN``), connected to and closed
