@@ -160,7 +160,7 @@ def migrate(dsn: str, args: Any) -> int:
     print(
         f"converted {' and '.join(done.converted)} on {where} to the partitioned layout in "
         f"{done.seconds:.1f} s: {done.copied:,} rows copied in batches ({rate:,.0f} rows/s), "
-        f"the rows written meanwhile by the trigger; {_ready(dsn)}"
+        f"rows written meanwhile copied as they came; {_ready(dsn)}"
     )
     if done.kept:
         drops = "; ".join(f"DROP TABLE {name}" for name in done.kept)
