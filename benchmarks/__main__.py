@@ -27,6 +27,7 @@ SECTIONS: list[str] = [
     "sustained",
     "rollups",
     "retention",
+    "partitions",
     "logs",
     "dashboard",
     "replica",

@@ -39,7 +39,7 @@ WITH deleted AS (
 )
 SELECT count(*), max(timestamp) FROM deleted
 """
-_NO_LOCK_SQL = retention._purge._BATCH_SQL.format(type_filter="").replace(
+_NO_LOCK_SQL = retention._purge._BATCH_SQL.format(table="metrics", type_filter="").replace(
     "FOR UPDATE SKIP LOCKED", ""
 )
 
@@ -149,7 +149,7 @@ def run(ctx: Context) -> str:
         _refill(cur)
         cur.execute("SELECT now() - interval '30 days'")
         cur.execute(
-            "EXPLAIN " + retention._purge._BATCH_SQL.format(type_filter=""),
+            "EXPLAIN " + retention._purge._BATCH_SQL.format(table="metrics", type_filter=""),
             {"cutoff": cur.fetchone()[0], "after": "-infinity", "limit": BATCH},
         )
         plan = "\n".join(row[0] for row in cur.fetchall())

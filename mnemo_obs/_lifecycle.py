@@ -15,6 +15,7 @@ from typing import Any
 
 from . import schema
 from ._support import LIVE, install_process_hooks
+from .partitions.keeper import PartitionKeeper
 from .rollups.compaction import Compactor
 
 log = logging.getLogger("mnemo_obs.writer")
@@ -50,6 +51,8 @@ class Lifecycle:
     _run: Any
     _maintain_rollups: bool
     _compactor: Compactor | None
+    _maintain_partitions: bool
+    _keeper: PartitionKeeper | None
 
     def _start(self) -> None:
         install_process_hooks()
@@ -62,6 +65,9 @@ class Lifecycle:
         if self._maintain_rollups:
             self._compactor = Compactor(self._dsn)
             self._compactor.start()
+        if self._maintain_partitions:
+            self._keeper = PartitionKeeper(self._dsn)
+            self._keeper.start()
         self._limit = self._max_queue
         self._state = "running"
 
@@ -114,6 +120,8 @@ class Lifecycle:
                 self._close_result = self._close(deadline)
                 if self._compactor is not None:
                     self._compactor.stop(max(0.0, deadline - time.monotonic()))
+                if self._keeper is not None:
+                    self._keeper.stop(max(0.0, deadline - time.monotonic()))
             return self._close_result
         finally:
             self._close_lock.release()

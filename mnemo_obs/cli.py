@@ -21,6 +21,7 @@ import psycopg2
 
 from . import __version__, db, retention, schema
 from .errors import DatabaseError, MnemoObsError, PurgeSkipped
+from .partitions import command as partition_command
 
 PROG = "mnemo-obs"
 
@@ -43,6 +44,8 @@ def _add_read_dsn(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     dsn = db.resolve_dsn(args.dsn)
+    if args.partitioned or args.to_partitioned:
+        return partition_command.migrate(dsn, args)
     applied = schema.apply_schema(dsn)
     print(f"schema up to date on {db.describe(dsn)} ({', '.join(applied)})")
     return 0
@@ -320,6 +323,7 @@ def make_parser() -> argparse.ArgumentParser:
         "missing. Safe to run again: a migrated database is left as it is.",
     )
     _add_dsn(migrate)
+    partition_command.add_arguments(migrate)  # --partitioned, --to-partitioned
     migrate.set_defaults(handler=_cmd_migrate)
 
     purge = commands.add_parser(
@@ -482,6 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("rollup: say --rebuild or --compact")
     if args.command == "rollup" and args.hours is not None and not args.rebuild:
         parser.error("rollup: --hours goes with --rebuild")
+    if args.command == "migrate":
+        partition_command.check_arguments(parser, args)
     # Only serve reports its progress; other commands print their result,
     # and a failure as one line.
     quiet = logging.INFO if args.command == "serve" else logging.WARNING

@@ -26,6 +26,7 @@ from ._drain import DrainThreads
 from ._lifecycle import Lifecycle
 from ._support import Counter, finite, iso, positive_float, positive_int, resolve_service
 from .errors import ConfigurationError
+from .partitions.keeper import PartitionKeeper
 from .rollups.compaction import Compactor
 from .schema import METRIC_TYPES
 
@@ -77,6 +78,11 @@ class MetricsWriter(Lifecycle, DrainThreads):
             started with the writer's; one process at a time does the work).
             Turn it off only where another process, or ``mnemo-obs rollup
             --compact`` from cron, does it.
+        maintain_partitions: run the background job of the partitioned layout
+            (a thread, ``mnemo_obs.partitions``: partitions made days ahead,
+            rows moved out of the DEFAULT partition; one process at a time
+            does the work). On a plain table it does nothing; turn it off
+            only where another process runs it (docs/partitions.md).
     """
 
     MAX_QUEUE = 10_000
@@ -115,6 +121,7 @@ class MetricsWriter(Lifecycle, DrainThreads):
         create_schema: bool = False,
         service: str | None = None,
         maintain_rollups: bool = True,
+        maintain_partitions: bool = True,
     ) -> None:
         self._dsn = db.resolve_dsn(dsn)
         self._max_queue = positive_int(
@@ -173,6 +180,11 @@ class MetricsWriter(Lifecycle, DrainThreads):
                 f"maintain_rollups must be True or False, not {maintain_rollups!r}"
             )
         self._maintain_rollups = maintain_rollups
+        if not isinstance(maintain_partitions, bool):
+            raise ConfigurationError(
+                f"maintain_partitions must be True or False, not {maintain_partitions!r}"
+            )
+        self._maintain_partitions = maintain_partitions
         # Called with each batch on the writer thread (the Prometheus exporter).
         self._observers: list[Any] = []
         self._reset()
@@ -204,6 +216,7 @@ class MetricsWriter(Lifecycle, DrainThreads):
         self._schema_lock = threading.Lock()
         self._warned_no_rollups = False
         self._compactor: Compactor | None = None
+        self._keeper: PartitionKeeper | None = None
         self._observer_errors: set[str] = set()
         self._written = self._rejected = self._dropped_retries = self._batches = 0
         self._last_error: str | None = None

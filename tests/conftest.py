@@ -25,9 +25,59 @@ from .dashboard_support import dashboard_app  # noqa: F401  (a fixture for the d
 from .logs_support import logs_app  # noqa: F401  (a fixture for the live-log tests)
 from .recording import make_writer  # noqa: F401  (a fixture for the recording tests)
 from .replica import ReplicaPair
-from .servers import ExistingPostgres, OwnedPostgres, RedisServer, truncate_metrics
+from .servers import (
+    ExistingPostgres,
+    OwnedPostgres,
+    RedisServer,
+    database_beside,
+    truncate_metrics,
+)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Every test of the `dsn` fixture runs on both layouts of the metrics table
+# (plain, and partitioned by day: docs/partitions.md), unless this names one...
+LAYOUTS_ENV = "MNEMO_OBS_TEST_LAYOUTS"
+LAYOUTS = ("plain", "partitioned")
+# ...but for these modules, which test what the layout does not touch (live
+# logs, tracing, Prometheus, secrets in messages, process and server faults,
+# the demo server, the frameworks, the sampler's coordination, the
+# dashboard's serving and token flow; its page's figures run on both): the
+# plain one only, to keep the suite's time down.
+PLAIN_ONLY = {
+    "test_dashboard_deploy",
+    "test_dashboard_hostile",
+    "test_dashboard_logs",
+    "test_dashboard_screenshots",
+    "test_dashboard_serve",
+    "test_dashboard_serving",
+    "test_dashboard_token",
+    "test_django",
+    "test_flask",
+    "test_frozen_server",
+    "test_gunicorn",
+    "test_monitoring_app",
+    "test_sampler",
+    "test_sampler_processes",
+    "test_logs_buffer",
+    "test_logs_redis",
+    "test_logs_serve",
+    "test_logs_stream",
+    "test_prometheus",
+    "test_reliability",
+    "test_secrets",
+    "test_serve",
+    "test_trace_context",
+}
+
+
+def _layouts() -> list[str]:
+    chosen = [name.strip() for name in os.environ.get(LAYOUTS_ENV, "").split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(LAYOUTS))
+    if unknown:
+        raise pytest.UsageError(f"{LAYOUTS_ENV}: unknown layout {unknown}, expected {LAYOUTS}")
+    return chosen or list(LAYOUTS)
+
 
 # In CI, property tests draw the same examples every run: a red build is then
 # a change of ours, never a new random draw.
@@ -60,11 +110,36 @@ def pg_server() -> Iterator[OwnedPostgres | ExistingPostgres]:
         server.close()
 
 
+@pytest.fixture(scope="session")
+def pg_partitioned(pg_server: OwnedPostgres | ExistingPostgres) -> Iterator[str]:
+    """DSN of a second database of the session's server, with the partitioned layout."""
+    with database_beside(pg_server.dsn, "mnemo_obs_partitioned") as dsn:
+        apply_schema(dsn, partitioned=True)
+        yield dsn
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test that uses the metrics table on each layout it should know."""
+    if "layout" in metafunc.fixturenames:
+        module = metafunc.module.__name__.rsplit(".", 1)[-1]
+        layouts = ["plain"] if module in PLAIN_ONLY else _layouts()
+        metafunc.parametrize("layout", layouts, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def layout(request: pytest.FixtureRequest) -> str:
+    """The layout of the metrics table the test runs on: ``plain`` or ``partitioned``."""
+    return str(request.param)
+
+
 @pytest.fixture
-def dsn(pg_server: OwnedPostgres | ExistingPostgres) -> str:
-    """DSN of a database whose ``metrics`` table is empty when the test starts."""
-    truncate_metrics(pg_server.dsn)
-    return pg_server.dsn
+def dsn(
+    layout: str, pg_server: OwnedPostgres | ExistingPostgres, request: pytest.FixtureRequest
+) -> str:
+    """DSN of a database whose ``metrics`` table is empty when the test starts, in ``layout``."""
+    target = pg_server.dsn if layout == "plain" else request.getfixturevalue("pg_partitioned")
+    truncate_metrics(target)
+    return target
 
 
 @pytest.fixture

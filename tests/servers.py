@@ -9,19 +9,29 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
+import psycopg2.extensions
 import redis
 
 from mnemo_obs import embedded
+from mnemo_obs.partitions import build, layout
 
 
 def truncate_metrics(dsn: str) -> None:
-    """Empty the ``metrics`` table of the database ``dsn`` names."""
+    """Empty the ``metrics`` table of the database ``dsn`` names.
+
+    On the partitioned layout, the partitions are put back as a fresh
+    migration makes them: from today to the days ahead, and DEFAULT.
+    """
     conn = psycopg2.connect(dsn)
     try:
         with conn, conn.cursor() as cur:
+            if layout.layout(cur) == "partitioned":
+                reset_partitions(cur)
             cur.execute("TRUNCATE metrics, metrics_rollups, metrics_rollups_pending")
             # Empty: the rollups cover everything, and nothing was purged.
             cur.execute(
@@ -29,6 +39,38 @@ def truncate_metrics(dsn: str) -> None:
             )
     finally:
         conn.close()
+
+
+def reset_partitions(cur: psycopg2.extensions.cursor) -> None:
+    """Drop the partitions a test made, make those a migration makes, keep 7 days ahead."""
+    cur.execute(f"UPDATE {layout.SETTINGS} SET ahead_days = %s", (layout.AHEAD_DAYS,))
+    for spec in layout.SPECS:
+        wanted = build.ahead(cur, spec, layout.AHEAD_DAYS)
+        ranges, _default = layout.partitions(cur, spec)
+        for part in ranges:
+            if part.start not in wanted:
+                cur.execute(f"DROP TABLE {part.name}")
+        build.create_missing(cur, spec, wanted)
+
+
+@contextmanager
+def database_beside(dsn: str, label: str) -> Iterator[str]:
+    """A new, empty database on the server of ``dsn`` (DSN yielded), dropped at the end."""
+    params = psycopg2.extensions.parse_dsn(dsn)
+    name = f"{label}_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(dsn)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        params["dbname"] = name
+        yield " ".join(f"{key}='{value}'" for key, value in params.items())
+    finally:
+        try:
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            admin.close()
 
 
 def free_port() -> int:

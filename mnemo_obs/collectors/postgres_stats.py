@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..partitions.status import status as partitions_status
 from ._base import MB, check_positive, percent, rounded
 from ._pg import PgConnections, query_or_none
 
@@ -61,6 +62,10 @@ class PostgresCollector:
       threshold, since its statistics were last reset;
     * ``"pg_stat_activity"`` otherwise: queries running right now for longer
       than the threshold. A snapshot, not a history.
+
+    And ``partitions``: the layout of ``metrics`` (``"plain"`` or
+    ``"partitioned"``, with the partitions ready ahead and the rows in the
+    DEFAULT partition; docs/partitions.md).
     """
 
     SLOW_QUERY_MS = 100.0
@@ -98,6 +103,7 @@ class PostgresCollector:
         if slow is None:
             cur.execute(ACTIVITY_QUERY, {"ms": self._slow_ms})
             (slow,) = cur.fetchone()
+        partitions = partitions_status(cur)
         hit, read = hit or 0, read or 0
         counters = {
             "blks_hit": hit,
@@ -116,6 +122,7 @@ class PostgresCollector:
             "db_size_mb": rounded(size / MB),
             "slow_queries_count": slow,
             "slow_queries_source": source,
+            "partitions": partitions,
         }, counters
 
     def close(self) -> None:

@@ -24,6 +24,8 @@ import psycopg2.extensions
 
 from .. import db
 from ..errors import ConfigurationError, DatabaseError, PurgeSkipped
+from ..partitions import layout as partition_layout
+from ..partitions import purge as partition_purge
 from ..schema import METRIC_TYPES
 
 logger = logging.getLogger("mnemo_obs.retention")
@@ -40,10 +42,12 @@ MAX_DAYS = 1_000_000
 # ``timestamp >= %(after)s`` starts each batch where the previous one stopped,
 # so it does not walk again over the index entries of the rows just deleted
 # (dead until VACUUM).
+# On the partitioned layout ``{table}`` is one partition: a ctid names a row
+# only within its own table.
 _BATCH_SQL = """
 WITH deleted AS (
-    DELETE FROM metrics WHERE ctid = ANY(ARRAY(
-        SELECT ctid FROM metrics
+    DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM {table}
         WHERE timestamp < %(cutoff)s::timestamptz
           AND timestamp >= %(after)s::timestamptz{type_filter}
         ORDER BY timestamp
@@ -68,10 +72,10 @@ ROLLUP_DAYS = 400
 _ROLLUP_STATE_SQL = """
 UPDATE metrics_rollups_state SET purged_before = greatest(purged_before, %(cutoff)s::timestamptz)
 """
-_ROLLUP_TRIM_SQL = """
-DELETE FROM metrics_rollups
-WHERE bucket < date_trunc('minute', now() - make_interval(secs => %(seconds)s), 'UTC')
-"""
+_ROLLUP_CUTOFF_SQL = (
+    "SELECT date_trunc('minute', now() - make_interval(secs => %(seconds)s), 'UTC')::text"
+)
+_ROLLUP_TRIM_SQL = "DELETE FROM metrics_rollups WHERE bucket < %(cutoff)s::timestamptz"
 
 # One purge at a time across every process and host that shares the table
 # (app workers, cron): a session-level advisory lock, held for the purge.
@@ -131,7 +135,10 @@ def purge(
     start, so the purge ends even while new rows keep arriving. Each batch
     is its own short transaction, so an interruption or an error keeps the
     batches already done. Only one purge runs at a time on a database:
-    another one waits up to ``lock_timeout`` for it, then skips.
+    another one waits up to ``lock_timeout`` for it, then skips. On the
+    partitioned layout (docs/partitions.md), the partitions older than the
+    cutoff are dropped whole, and only the one it falls in (and DEFAULT) is
+    deleted from in batches.
 
     Args:
         dsn_or_conn: a DSN (None: ``$MNEMO_OBS_DSN``), connected to and closed
@@ -204,7 +211,7 @@ def purge(
             )
         deleted = _purge(conn, days, batch_size, metric_type, progress, done, wait)
         if metric_type in (None, "api"):
-            _trim_rollups(conn, days, keep)
+            _trim_rollups(conn, days, keep, wait)
         return deleted
     except psycopg2.errors.LockNotAvailable as exc:
         raise DatabaseError(
@@ -251,7 +258,9 @@ def _take_lock(conn: psycopg2.extensions.connection, wait: float) -> bool:
             time.sleep(min(0.2, left))
 
 
-def _trim_rollups(conn: psycopg2.extensions.connection, days: float, keep: float | None) -> None:
+def _trim_rollups(
+    conn: psycopg2.extensions.connection, days: float, keep: float | None, wait: float
+) -> None:
     """Note where raw api rows now start, and trim rollups past ``keep`` days."""
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('metrics_rollups_state') IS NOT NULL")
@@ -261,8 +270,28 @@ def _trim_rollups(conn: psycopg2.extensions.connection, days: float, keep: float
         (cutoff,) = cur.fetchone()
         cur.execute(_ROLLUP_STATE_SQL, {"cutoff": cutoff})
         if keep is not None:
-            cur.execute(_ROLLUP_TRIM_SQL, {"seconds": keep * 86400.0})
+            cur.execute(_ROLLUP_CUTOFF_SQL, {"seconds": keep * 86400.0})
+            (trim_before,) = cur.fetchone()
+            # Partitioned: whole months older than the cutoff are dropped, and
+            # the DELETE reaches only the month it falls in (and DEFAULT).
+            found = partition_purge.plan(cur, partition_layout.ROLLUPS, trim_before, True)
+            for name in found[0] if found else ():
+                partition_purge.drop(cur, name, _timeouts(wait), wait, count=False)
+                logger.debug("dropped rollup partition %s", name)
+            cur.execute(_ROLLUP_TRIM_SQL, {"cutoff": trim_before})
             logger.debug("trimmed %d rollup rows older than %g days", cur.rowcount, keep)
+
+
+def _timeouts(wait: float) -> str:
+    """SET LOCAL statements for one transaction's lock and statement timeouts.
+
+    Each batch is one transaction whose timeouts are its own, so a
+    connection given to us keeps its settings.
+    """
+    return (
+        f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}; "
+        f"SET LOCAL statement_timeout = {round(STATEMENT_TIMEOUT * 1000)}"
+    )
 
 
 def _count(conn: psycopg2.extensions.connection, days: float, metric_type: str | None) -> int:
@@ -290,37 +319,47 @@ def _purge(
 ) -> int:
     type_filter = _TYPE_FILTER if metric_type else ""
     started = time.monotonic()
-    # Each batch is one transaction whose lock and statement timeouts are
-    # its own (SET LOCAL), so a connection given to us keeps its settings.
-    timeouts = (
-        f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}; "
-        f"SET LOCAL statement_timeout = {round(STATEMENT_TIMEOUT * 1000)}"
-    )
+    timeouts = _timeouts(wait)
     with conn.cursor() as cur:
         cur.execute(_CUTOFF_SQL, (days * 86400.0,))
         (cutoff,) = cur.fetchone()
-        params: dict[str, Any] = {
-            "cutoff": cutoff,
-            "metric_type": metric_type,
-            "limit": batch_size,
-            "after": "-infinity",
-        }
-        sql = _BATCH_SQL.format(type_filter=type_filter)
+        tables = ["metrics"]
+        # The partitioned layout: drop the partitions older than the cutoff,
+        # then delete in batches from those that reach back before it.
+        cur.execute("BEGIN")
+        cur.execute(timeouts)
+        found = partition_purge.plan(cur, partition_layout.METRICS, cutoff, metric_type is None)
+        cur.execute("COMMIT")
+        if found is not None:
+            older, tables = found
+            for name in older:
+                done[0] += partition_purge.drop(cur, name, timeouts, wait)
+                logger.debug("dropped partition %s", name)
+                if progress is not None:
+                    progress(done[0])
         batches = 0
-        while True:
-            cur.execute("BEGIN")
-            cur.execute(timeouts)
-            cur.execute(sql, params)
-            count, last = cur.fetchone()
-            cur.execute("COMMIT")
-            batches += 1
-            done[0] += count
-            if count and progress is not None:
-                progress(done[0])
-            # Fewer than asked: nothing older is left.
-            if count < batch_size:
-                break
-            params["after"] = last
+        for table in tables:
+            params: dict[str, Any] = {
+                "cutoff": cutoff,
+                "metric_type": metric_type,
+                "limit": batch_size,
+                "after": "-infinity",
+            }
+            sql = _BATCH_SQL.format(table=table, type_filter=type_filter)
+            while True:
+                cur.execute("BEGIN")
+                cur.execute(timeouts)
+                cur.execute(sql, params)
+                count, last = cur.fetchone()
+                cur.execute("COMMIT")
+                batches += 1
+                done[0] += count
+                if count and progress is not None:
+                    progress(done[0])
+                # Fewer than asked: nothing older is left.
+                if count < batch_size:
+                    break
+                params["after"] = last
     logger.debug(
         "purged %d rows older than %s in %d batches, %.1f s",
         done[0],
