@@ -161,16 +161,16 @@ def test_matches_python_reference_for_any_rows(
 
 
 def test_query_reads_the_window_through_an_index(dsn: str, layout: str) -> None:
-    # Many old rows and few recent ones, of several types: a seq scan would
-    # read them all; the plan must use a timestamp index instead. (On the
-    # partitioned layout the old rows are in DEFAULT; the day partitions of
-    # the window, empty, may be scanned.)
+    # Many old rows of several types: a seq scan would read them all; the
+    # plan must use a timestamp index instead. (On the partitioned layout
+    # rows two days old are in DEFAULT whatever the time of day, the day
+    # partitions starting today; those of the window, empty, may be scanned.)
     conn = psycopg2.connect(dsn)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(
                 "INSERT INTO metrics (timestamp, metric_type, metric_name, value, metadata) "
-                "SELECT now() - interval '3 hours' - i * interval '1 second', "
+                "SELECT now() - interval '2 days' - i * interval '1 second', "
                 "(ARRAY['api','system','redis'])[1 + i % 3], '/r', i, '{}' "
                 "FROM generate_series(1, 20000) AS i"
             )
