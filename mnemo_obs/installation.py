@@ -1,56 +1,34 @@
 """``install(app, ...)``: one call adds request recording and the monitoring routes to an app.
 
-(Not named ``install.py``: importing a submodule of that name would replace
-the ``mnemo_obs.install`` function with the module.)
+Here: :func:`install`, a short sequence of steps, and :class:`Installation`,
+what it returns. The steps: the checks in :mod:`._install_checks`, making and
+mounting the parts in :mod:`._install_parts`. (Not named ``install.py``: that
+submodule would replace the ``mnemo_obs.install`` function once imported.)
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import falcon
-import falcon.asgi
 
-from . import db
-from ._guard import paths
+from ._install_checks import RETENTION_OPTIONS as RETENTION_OPTIONS
+from ._install_checks import plan_install
+from ._install_parts import log_installed, make_parts, make_writer, mount
 from ._support import INSTALLATIONS
 from .collectors import MetricsCollector
 from .collectors.replica import Replica
-from .collectors.summary import REDIS_URL_ENV
 from .dashboard import DEFAULT_PATH as DEFAULT_DASHBOARD_PATH
-from .dashboard import Dashboard
-from .errors import ConfigurationError
-from .gauge_routes import ROUTE as GAUGE_ROUTE
-from .gauge_routes import add_gauge_route
 from .logs import LiveLogs
 from .middleware import MetricsMiddleware
-from .prometheus import MetricsResource, PrometheusExporter
-from .read_routes import ROUTES, add_read_routes
-from .resources import DEFAULT_PREFIX, HealthResource, SummaryResource, _BearerCheck, resolve_token
+from .resources import DEFAULT_PREFIX
 from .retention import RetentionScheduler
-from .retention._purge import MAX_DAYS, _number
 from .sampler import Sampler
-from .sampler.sampler import check_interval
 from .writer import MetricsWriter
 
-log = logging.getLogger("mnemo_obs")
-
 DEFAULT_SKIP_PATHS = ("/health", "/metrics")
-# The RetentionScheduler arguments retention_options may set (the days and
-# the DSN come from install()'s own arguments).
-RETENTION_OPTIONS = (
-    "interval",
-    "first_delay",
-    "jitter",
-    "batch_size",
-    "metric_type",
-    "lock_timeout",
-    "rollup_days",
-)
 
 
 class Installation:
@@ -132,57 +110,6 @@ class Installation:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _check_app(app: object) -> None:
-    """Refuse what is not a WSGI Falcon app, saying what to use instead."""
-    if isinstance(app, falcon.App) and not isinstance(app, falcon.asgi.App):
-        return
-    if isinstance(app, falcon.asgi.App):
-        raise ConfigurationError("install() needs a WSGI falcon.App, not falcon.asgi.App")
-    kind = type(app)
-    name = f"{kind.__module__.split('.')[0]}.{kind.__qualname__}"
-    hint = (
-        "wrap it with mnemo_obs.MetricsWSGIMiddleware instead (README: Any WSGI app)"
-        if callable(app)
-        else "pass the falcon.App itself"
-    )
-    raise ConfigurationError(f"install() is for Falcon apps, got a {name}: {hint}")
-
-
-def _add_first(app: falcon.App, middleware: MetricsMiddleware) -> None:
-    """Put ``middleware`` first, so it sees every request and its process_response runs last.
-
-    First, a request that the app's own middleware refuses (a 401 from an
-    auth middleware, a 429 from a rate limiter) still gets its row and its
-    X-Trace-ID, and X-Trace-ID is added to Access-Control-Expose-Headers
-    after a CORS middleware has set it. Falcon has no public way to insert
-    a middleware; its list is re-prepared by ``add_middleware([])``.
-    """
-    unprepared = getattr(app, "_unprepared_middleware", None)
-    if isinstance(unprepared, list):
-        unprepared.insert(0, middleware)
-        app.add_middleware([])
-    else:  # a Falcon we do not know: last is still better than nothing
-        log.warning("mnemo_obs: cannot put its middleware first on this Falcon; appended")
-        app.add_middleware(middleware)
-
-
-def _check_path(name: str, path: str) -> str:
-    if not isinstance(path, str) or not path.startswith("/") or "{" in path:
-        raise ConfigurationError(f"{name} must be a path starting with '/', got {path!r}")
-    return path
-
-
-def _refuse_taken_route(app: falcon.App, path: str) -> None:
-    """Refuse to replace a route the app already has at exactly ``path``."""
-    router = getattr(app, "_router", None)
-    found = router.find(path) if router is not None else None
-    if found is not None and found[3] == path:
-        raise ConfigurationError(
-            f"the app already has a route at {path!r}: pass another path (or None for "
-            "health_path) so install() does not replace it"
-        )
 
 
 def install(
@@ -311,155 +238,64 @@ def install(
         ConfigurationError: a bad setting, a missing DSN, an ASGI app, mnemo_obs
             already installed on ``app``, or a route already taken.
     """
-    _check_app(app)
-    if any(isinstance(m, MetricsMiddleware) for m in getattr(app, "_unprepared_middleware", ())):
-        raise ConfigurationError("mnemo_obs is already installed on this app")
-    skip_paths = paths("skip_paths", skip_paths)
-    skip_prefixes = paths("skip_prefixes", skip_prefixes)
-    prefix = _check_path("prefix", prefix).rstrip("/")
-    summary_path = f"{prefix}/summary"
-    if health_path is not None:
-        _check_path("health_path", health_path)
-    if retention_days is not None:
-        # What `mnemo-obs purge --days` accepts: fractions too.
-        retention_days = _number("retention_days", retention_days, low=0, high=MAX_DAYS)
-    if not isinstance(create_schema, bool):
-        raise ConfigurationError(f"create_schema must be True or False, got {create_schema!r}")
-    retention_options = dict(retention_options or {})
-    if retention_options and retention_days is None:
-        raise ConfigurationError("retention_options needs retention_days")
-    unknown = sorted(set(retention_options) - set(RETENTION_OPTIONS))
-    if unknown:
-        raise ConfigurationError(
-            f"retention_options: unknown {', '.join(map(repr, unknown))}; "
-            f"allowed: {', '.join(RETENTION_OPTIONS)}"
-        )
-    if not isinstance(logs, bool):
-        raise ConfigurationError(f"logs must be True or False, not {logs!r}")
-    sample_interval = check_interval("sample_interval", sample_interval)
-    log_paths = LiveLogs.paths(prefix) if logs else ()
-    read_paths = tuple(f"{prefix}/{name}" for name in (*ROUTES, GAUGE_ROUTE))
-    if prometheus_path is not None:
-        _check_path("prometheus_path", prometheus_path)
-        read_paths += (prometheus_path,)
-    for path in (summary_path, health_path, *read_paths, *log_paths):
-        if path is not None:
-            _refuse_taken_route(app, path)
-    dashboard = None
-    if dashboard_path is not None:
-        dashboard = Dashboard(
-            dashboard_path,
-            api_prefix=prefix or "/",  # "" when the routes sit at the root of a mount
-            logs_stream=log_paths[1] if log_paths else None,
-            reserved=(summary_path, health_path, *read_paths, *log_paths),
-        )
-        for path in dashboard.routes:
-            _refuse_taken_route(app, path)
-    dsn = db.resolve_dsn(dsn)
-    resolved_token = resolve_token(token)
-    own_paths = (summary_path, *read_paths, *log_paths) + ((health_path,) if health_path else ())
-    if dashboard is not None:  # its polling and its files are not the app's traffic
-        own_paths += (dashboard.path,)
-        skip_prefixes += (dashboard.static_prefix,)
-    writer_settings: dict[str, Any] = {
-        key: value
-        for key, value in (
-            ("max_queue", max_queue),
-            ("batch_size", batch_size),
-            ("flush_interval", flush_interval),
-            ("writers", writers),
-        )
-        if value is not None
-    }
-
-    writer = MetricsWriter(dsn, create_schema=create_schema, service=service, **writer_settings)
-    # Before anything else is made: a missing prometheus_client stops here.
-    exporter = PrometheusExporter(writer) if prometheus_path is not None else None
-    collector: MetricsCollector | None = None
-    live_logs: LiveLogs | None = None
-    sampler: Sampler | None = None
-    try:
-        collector = MetricsCollector(
-            dsn,
-            redis_url=redis_url,
-            cache_ttl=cache_ttl,
-            timeout=summary_timeout,
-            writer=writer,
-            read_dsn=read_dsn,
-            replica_max_lag=replica_max_lag,
-            replica_fallback=replica_fallback,
-        )
-        if logs:
-            if log_redis_url is None:
-                log_redis_url = os.environ.get(REDIS_URL_ENV) if redis_url is None else redis_url
-            live_logs = LiveLogs(
-                level=log_level,
-                loggers=log_loggers,
-                buffer_size=log_buffer_size,
-                redis_url=log_redis_url,
-                redis_key=log_redis_key,
-                token=log_token if log_token is not None else token,
-                max_streams=log_max_streams,
-                max_stream_seconds=log_max_stream_seconds,
-                heartbeat_seconds=log_heartbeat_seconds,
-            )
-        middleware = MetricsMiddleware(
-            writer,
-            skip_paths=tuple(dict.fromkeys((*skip_paths, *own_paths))),
-            skip_prefixes=tuple(skip_prefixes),
-        )
-        if sample_interval is not None:
-            sampler = Sampler(writer, dsn=dsn, redis_url=redis_url, interval=sample_interval)
-        retention = (
-            _start_retention(dsn, retention_days, retention_options) if retention_days else None
-        )
-    except BaseException:
-        if sampler is not None:
-            sampler.stop(0)
-        writer.close(0)
-        if live_logs is not None:
-            live_logs.close(0)
-        if collector is not None:
-            collector.close()
-        raise
-    _add_first(app, middleware)
-    app.add_route(summary_path, SummaryResource(collector, writer=writer, token=resolved_token))
-    add_read_routes(app, prefix, collector, resolved_token)
-    if exporter is not None and prometheus_path is not None:
-        app.add_route(prometheus_path, MetricsResource(exporter, _BearerCheck(resolved_token)))
-    add_gauge_route(app, prefix, collector, resolved_token)
-    if health_path is not None:
-        app.add_route(health_path, HealthResource())
-    if live_logs is not None:
-        live_logs.add_routes(app, prefix)
-        live_logs.attach()
-    if dashboard is not None:
-        dashboard.add_routes(app)
-    replica = collector.replica
-    if sampler is not None:
-        sampler.start()
-    log.info(
-        "mnemo_obs installed: recording to %s%s, summary at %s%s",
-        db.describe(dsn),
-        f", reading from the replica at {replica.where}" if replica is not None else "",
-        summary_path,
-        " (token required)" if resolved_token else "",
+    plan = plan_install(
+        app,
+        dsn=dsn,
+        token=token,
+        prefix=prefix,
+        health_path=health_path,
+        dashboard_path=dashboard_path,
+        prometheus_path=prometheus_path,
+        skip_paths=skip_paths,
+        skip_prefixes=skip_prefixes,
+        retention_days=retention_days,
+        retention_options=retention_options,
+        create_schema=create_schema,
+        logs=logs,
+        sample_interval=sample_interval,
     )
+    writer = make_writer(
+        plan.dsn,
+        create_schema=create_schema,
+        service=service,
+        max_queue=max_queue,
+        batch_size=batch_size,
+        flush_interval=flush_interval,
+        writers=writers,
+    )
+    parts = make_parts(
+        plan,
+        writer,
+        redis_url=redis_url,
+        cache_ttl=cache_ttl,
+        summary_timeout=summary_timeout,
+        read_dsn=read_dsn,
+        replica_max_lag=replica_max_lag,
+        replica_fallback=replica_fallback,
+        token=token,
+        log_level=log_level,
+        log_loggers=log_loggers,
+        log_buffer_size=log_buffer_size,
+        log_redis_url=log_redis_url,
+        log_redis_key=log_redis_key,
+        log_token=log_token,
+        log_max_streams=log_max_streams,
+        log_max_stream_seconds=log_max_stream_seconds,
+        log_heartbeat_seconds=log_heartbeat_seconds,
+    )
+    mount(app, plan, parts)
+    if parts.sampler is not None:
+        parts.sampler.start()
+    log_installed(plan, parts)
     return Installation(
         writer=writer,
-        collector=collector,
-        middleware=middleware,
-        retention=retention,
-        summary_path=summary_path,
-        token_required=resolved_token is not None,
-        logs=live_logs,
-        dashboard_path=dashboard.path if dashboard is not None else None,
-        routes=own_paths + ((dashboard.path,) if dashboard is not None else ()),
-        sampler=sampler,
+        collector=parts.collector,
+        middleware=parts.middleware,
+        retention=parts.retention,
+        summary_path=plan.summary_path,
+        token_required=plan.token is not None,
+        logs=parts.logs,
+        dashboard_path=plan.dashboard_path,
+        routes=plan.own_paths + plan.dashboard_page,
+        sampler=parts.sampler,
     )
-
-
-def _start_retention(dsn: str, days: float, options: dict[str, Any]) -> RetentionScheduler:
-    scheduler = RetentionScheduler(dsn=dsn, older_than_days=days, **options)
-    scheduler.start()
-    return scheduler
