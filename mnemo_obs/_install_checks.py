@@ -87,11 +87,6 @@ class Plan:
         """Where the dashboard page is served, or None."""
         return self.dashboard.path if self.dashboard is not None else None
 
-    @property
-    def dashboard_page(self) -> tuple[str, ...]:
-        """The dashboard page's path alone, or nothing without a dashboard."""
-        return (self.dashboard.path,) if self.dashboard is not None else ()
-
 
 def plan_install(
     app: falcon.App,

@@ -296,6 +296,6 @@ def install(
         token_required=plan.token is not None,
         logs=parts.logs,
         dashboard_path=plan.dashboard_path,
-        routes=plan.own_paths + plan.dashboard_page,
+        routes=plan.own_paths,
         sampler=parts.sampler,
     )

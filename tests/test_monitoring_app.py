@@ -169,6 +169,7 @@ def test_the_dashboard_and_prometheus_are_served_under_the_mount(dsn: str) -> No
     made = monitoring_app(dsn=dsn, prometheus_path="/metrics", **OPTIONS)
     try:
         assert {"/summary", "/health", "/metrics", "/dashboard"} <= set(made.routes)
+        assert len(made.routes) == len(set(made.routes))  # each path once
         app = MetricsWSGIMiddleware(
             bare_app, made.writer, monitoring=made, monitoring_prefix="/ops"
         )

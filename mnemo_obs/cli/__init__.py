@@ -21,11 +21,6 @@ from ..errors import MnemoObsError, PurgeSkipped
 from ..partitions import command as partition_command
 from ._commands import _Progress as _Progress  # re-exported for the tests
 from ._options import PROG
-
-# Re-exported for the partitions' migrate options, which check their values
-# the same way as purge's.
-from ._options import _lock_seconds as _lock_seconds
-from ._options import _positive_int as _positive_int
 from ._parser import make_parser
 
 __all__ = ["PROG", "main", "make_parser"]

@@ -25,7 +25,7 @@ def _ahead_days(text: str) -> int:
 
 def add_arguments(migrate: argparse.ArgumentParser) -> None:
     """Add the partitioned layout's options to the ``migrate`` parser."""
-    from ..cli import _lock_seconds, _positive_int  # the same checks as purge's options
+    from ..cli._options import _lock_seconds, _positive_int  # the same checks as purge's options
 
     layouts = migrate.add_mutually_exclusive_group()
     layouts.add_argument(
