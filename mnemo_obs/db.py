@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
+import time
+from collections.abc import Callable
 
 import psycopg2
 import psycopg2.errors
@@ -18,6 +21,9 @@ import psycopg2.extensions
 from .errors import ConfigurationError, DatabaseError
 
 DSN_ENV = "MNEMO_OBS_DSN"
+
+# How often stop_job() sends its cancel again while the job's thread runs on.
+CANCEL_EVERY = 1.0
 
 # Long enough for a loaded server, short enough that a CLI user or the
 # writer's retry loop is not left hanging on a black-holed address.
@@ -188,3 +194,37 @@ def cancel_backend(dsn: str, pid: int) -> None:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+def stop_job(
+    thread: threading.Thread | None,
+    dsn: str,
+    backend: Callable[[], int | None],
+    timeout: float | None,
+    name: str,
+) -> bool:
+    """Wait for a background job's thread to end, cancelling its statement until it does.
+
+    The job has been told to stop; this ends the statement it waits on. A
+    cancel that reaches the backend between two statements is lost, and
+    the next statement (a lock wait, say) would run on: so the cancel goes
+    again every ``CANCEL_EVERY`` seconds, to the backend ``backend()``
+    names then, until the thread has ended. Each cancel runs on a thread of
+    its own (named ``name``), so a server that stopped answering cannot
+    hold this call past ``timeout`` (None: no limit).
+
+    Returns:
+        True when the thread has ended (or there was none).
+    """
+    if thread is None:
+        return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while thread.is_alive():
+        pid = backend()
+        if pid is not None:
+            threading.Thread(target=cancel_backend, args=(dsn, pid), name=name, daemon=True).start()
+        wait = CANCEL_EVERY if deadline is None else min(CANCEL_EVERY, deadline - time.monotonic())
+        thread.join(max(wait, 0.0))
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+    return not thread.is_alive()

@@ -11,7 +11,7 @@ import falcon
 import psycopg2
 import pytest
 
-from mnemo_obs import DatabaseError
+from mnemo_obs import DatabaseError, db
 from mnemo_obs.cli import main
 from mnemo_obs.errors import PurgeSkipped
 from mnemo_obs.installation import install
@@ -110,6 +110,49 @@ def test_scheduler_counts_a_skipped_round(dsn: str) -> None:
             assert scheduler.stop(TIMEOUT)
     assert scheduler.last_error is None
     assert len(ids_left(dsn)) == len(OLD_AGES)
+
+
+def test_a_cancel_lost_between_two_statements_is_sent_again(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job told to stop may be between two statements when the cancel comes.
+
+    The server ignores a cancel while the backend waits for its next
+    statement, so the statement that comes next (here a long sleep, as a
+    lock wait would be) must meet a later cancel: the retention scheduler,
+    the partition job and the rollups' job all stop through stop_job().
+    """
+    first_sent = threading.Event()
+    real_cancel = db.cancel_backend
+
+    def cancel_and_tell(dsn_: str, pid: int) -> None:  # the real cancel, observed
+        real_cancel(dsn_, pid)
+        first_sent.set()
+
+    monkeypatch.setattr(db, "cancel_backend", cancel_and_tell)
+    conn = db.connect(dsn)
+    conn.autocommit = True
+    pid = conn.get_backend_pid()
+    outcome: list[str] = []
+
+    def job() -> None:
+        first_sent.wait(TIMEOUT)  # idle between two statements while the first cancel comes
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_sleep(3600)")
+        except psycopg2.errors.QueryCanceled:
+            outcome.append("cancelled")
+
+    thread = threading.Thread(target=job, daemon=True)
+    thread.start()
+    try:
+        assert db.stop_job(thread, dsn, lambda: pid, TIMEOUT, "test-cancel")
+        assert outcome == ["cancelled"]
+    finally:
+        if thread.is_alive():
+            real_cancel(dsn, pid)
+            thread.join(TIMEOUT)
+        conn.close()
 
 
 def test_close_keeps_one_deadline_while_a_purge_waits_on_a_lock(

@@ -90,29 +90,23 @@ class RetentionScheduler:
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the thread, cancelling a purge batch in progress.
 
-        A cancelled purge keeps the batches it finished. The cancel request
-        is sent from a thread of its own, so a server that stopped answering
-        cannot hold this call past ``timeout``.
+        A cancelled purge keeps the batches it finished. The cancel is sent
+        from a thread of its own, so a server that stopped answering cannot
+        hold this call past ``timeout``, and again until the thread ends
+        (:func:`mnemo_obs.db.stop_job`).
 
         Returns:
             True when the thread has ended within ``timeout`` seconds (None:
             no limit).
         """
         self._stop.set()
-        thread = self._thread
-        if thread is None:
-            return True
+        return db.stop_job(
+            self._thread, self._dsn, self._backend, timeout, "mnemo_obs.retention-cancel"
+        )
+
+    def _backend(self) -> int | None:
         with self._conn_lock:
-            pid = self._pid
-        if pid is not None:
-            threading.Thread(
-                target=db.cancel_backend,
-                args=(self._dsn, pid),
-                name="mnemo_obs.retention-cancel",
-                daemon=True,
-            ).start()
-        thread.join(timeout)
-        return not thread.is_alive()
+            return self._pid
 
     def _delay(self, base: float) -> float:
         return base * (1 + random.uniform(0, self._jitter)) if self._jitter else base

@@ -154,14 +154,9 @@ class Compactor:
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the thread (cancelling a statement under way); True once it has ended."""
         self._stop.set()
-        pid = self._pid
-        if pid is not None:
-            threading.Thread(target=db.cancel_backend, args=(self._dsn, pid), daemon=True).start()
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
+        return db.stop_job(
+            self._thread, self._dsn, lambda: self._pid, timeout, "mnemo_obs.rollups-cancel"
+        )
 
     def _loop(self) -> None:
         # Spread the processes of one app, which often start together.
