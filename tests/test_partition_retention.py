@@ -42,30 +42,42 @@ def at_noon(dsn: str, days_ago: int, count: int) -> list[str]:
     return [row[0] for row in rows]
 
 
-def aged_layout(dsn: str) -> dict[str, list[str]]:
-    """Rows in their own day partitions 40 and 35 days back, around the 30-day cutoff, and
-    one in DEFAULT; the ids of each group."""
+def noon_cutoff(dsn: str) -> float:
+    """The days back to noon (UTC) 30 days ago: a cutoff far from midnight at
+    any time of day, so rows a minute and a half either side share its day."""
+    ((days,),) = query(
+        dsn,
+        "SELECT extract(epoch FROM now() - date_trunc('day', now() - interval '30 days', 'UTC')"
+        " - interval '12 hours') / 86400",
+    )
+    return float(days)
+
+
+def aged_layout(dsn: str) -> tuple[dict[str, list[str]], float]:
+    """Rows in their own day partitions 40 and 35 days back, around a cutoff about 30 days
+    back, and one in DEFAULT: the ids of each group, and the cutoff in days."""
+    days = noon_cutoff(dsn)
     groups = {
         "40 days": at_noon(dsn, 40, 3),
         "35 days": at_noon(dsn, 35, 2),
-        # A minute and a half either side of now() - 30 days: the cutoff (to
-        # the minute) falls between them, in the day partition holding both.
-        "before the cutoff": insert_aged(dsn, [30 + 1.5 * MINUTE]),
-        "after the cutoff": insert_aged(dsn, [30 - 1.5 * MINUTE, 29, 1, 0]),
+        # A minute and a half either side of the cutoff (to the minute), in
+        # the day partition holding both.
+        "before the cutoff": insert_aged(dsn, [days + 1.5 * MINUTE]),
+        "after the cutoff": insert_aged(dsn, [days - 1.5 * MINUTE, 29, 1, 0]),
     }
     keep_now(dsn)  # their partitions, made by the job, the rows moved in
     groups["default"] = insert_aged(dsn, [400])  # no partition for it: DEFAULT
     assert rows_by_table(dsn)["metrics_default"] == 1
-    return groups
+    return groups, days
 
 
 def test_old_partitions_go_whole_and_only_the_straddling_one_in_batches(pdsn: str) -> None:
-    groups = aged_layout(pdsn)
-    straddling = day_name(pdsn, 30 + 1.5 * MINUTE)
+    groups, days = aged_layout(pdsn)
+    straddling = day_name(pdsn, days)
     dropped = {day_name(pdsn, 40), day_name(pdsn, 35)}
     assert dropped <= set(partition_names(pdsn))
     seen: list[int] = []
-    assert purge(pdsn, older_than_days=30, batch_size=1, progress=seen.append) == 7
+    assert purge(pdsn, older_than_days=days, batch_size=1, progress=seen.append) == 7
     # Whole partitions first (3 rows, then 2), then one row a batch: the
     # straddling partition's, then DEFAULT's.
     assert seen == [3, 5, 6, 7]
@@ -74,14 +86,14 @@ def test_old_partitions_go_whole_and_only_the_straddling_one_in_batches(pdsn: st
     assert straddling in names and day_name(pdsn, 29) in names
     kept = {row[0] for row in query(pdsn, "SELECT id::text FROM metrics")}
     assert kept == set(groups["after the cutoff"])
-    assert purge(pdsn, older_than_days=30) == 0
+    assert purge(pdsn, older_than_days=days) == 0
 
 
 def test_a_purge_of_one_type_drops_no_partition(pdsn: str) -> None:
-    aged_layout(pdsn)
+    _groups, days = aged_layout(pdsn)
     redis_ids = insert_aged(pdsn, [40, 35.5, 29], "redis")
     before = set(partition_names(pdsn))
-    assert purge(pdsn, older_than_days=30, metric_type="redis", batch_size=1) == 2
+    assert purge(pdsn, older_than_days=days, metric_type="redis", batch_size=1) == 2
     assert set(partition_names(pdsn)) == before
     assert {
         row[0] for row in query(pdsn, "SELECT id::text FROM metrics WHERE metric_type = 'redis'")
@@ -90,27 +102,27 @@ def test_a_purge_of_one_type_drops_no_partition(pdsn: str) -> None:
 
 
 def test_a_dry_run_drops_nothing(pdsn: str, capsys: pytest.CaptureFixture[str]) -> None:
-    aged_layout(pdsn)
+    _groups, days = aged_layout(pdsn)
     before = set(partition_names(pdsn))
-    assert main(["purge", "--days", "30", "--dry-run", "--dsn", pdsn]) == 0
-    assert capsys.readouterr().out.startswith("would delete 7 rows older than 30 days")
+    assert main(["purge", "--days", repr(days), "--dry-run", "--dsn", pdsn]) == 0
+    assert capsys.readouterr().out.startswith("would delete 7 rows older than ")
     assert set(partition_names(pdsn)) == before
-    assert main(["purge", "--days", "30", "--dsn", pdsn]) == 0
-    assert capsys.readouterr().out.startswith("deleted 7 rows older than 30 days")
+    assert main(["purge", "--days", repr(days), "--dsn", pdsn]) == 0
+    assert capsys.readouterr().out.startswith("deleted 7 rows older than ")
 
 
 def test_a_drop_waits_a_bounded_time_for_its_lock(pdsn: str) -> None:
-    aged_layout(pdsn)
+    _groups, days = aged_layout(pdsn)
     with connection(pdsn) as reader:
         with reader.cursor() as cur:  # an open read holds every partition of metrics
             cur.execute("SELECT count(*) FROM metrics")
         with pytest.raises(
             DatabaseError, match=r"after 0 rows deleted: .* more than 1 s for a lock"
         ):
-            purge(pdsn, older_than_days=30, lock_timeout=1)
+            purge(pdsn, older_than_days=days, lock_timeout=1)
         reader.rollback()
     assert day_name(pdsn, 40) in partition_names(pdsn)
-    assert purge(pdsn, older_than_days=30) == 7
+    assert purge(pdsn, older_than_days=days) == 7
 
 
 def test_rollups_past_their_days_go_by_the_month(pdsn: str) -> None:
