@@ -42,11 +42,12 @@ LAYOUTS = ("plain", "partitioned")
 # ...but for these modules, which test what the layout does not touch (live
 # logs, tracing, Prometheus, secrets in messages, process and server faults,
 # the demo server, the frameworks, the sampler's coordination, the
-# dashboard's serving and token flow; its page's figures run on both): the
-# plain one only, to keep the suite's time down.
+# dashboard's serving, token flow and infrastructure panel; its page's
+# figures run on both): the plain one only, to keep the suite's time down.
 PLAIN_ONLY = {
     "test_dashboard_deploy",
     "test_dashboard_hostile",
+    "test_dashboard_infra",
     "test_dashboard_logs",
     "test_dashboard_screenshots",
     "test_dashboard_serve",

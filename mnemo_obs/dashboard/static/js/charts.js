@@ -1,6 +1,7 @@
 // The two charts, drawn by uPlot from one /timeseries answer: p50/p95/p99
 // latency, and requests with errors, per step. Colours come from the CSS, so
-// they follow the light or dark theme; a theme change redraws.
+// they follow the light or dark theme; a theme change redraws. The palette,
+// axes, isolated points and width are shared with the infrastructure panel.
 
 import uPlot from "../vendor/uplot/uPlot.esm.js";
 import * as fmt from "./format.js";
@@ -8,7 +9,8 @@ import { byTestId } from "./dom.js";
 
 const HEIGHT = 230;
 
-function palette() {
+/** The charts' colours, read from the CSS variables of the current theme. */
+export function palette() {
   const style = getComputedStyle(document.documentElement);
   const read = (name) => style.getPropertyValue(name).trim();
   return {
@@ -21,10 +23,12 @@ function palette() {
     reqFill: read("--req-fill"),
     err: read("--bad"),
     errFill: read("--err-fill"),
+    lines: ["--line-1", "--line-2", "--line-3", "--line-4"].map(read), // one per source
   };
 }
 
-function axes(colors, unit) {
+/** A time axis and a value axis whose ticks end with `unit`. */
+export function axes(colors, unit) {
   const axis = { stroke: colors.fg, grid: { stroke: colors.grid, width: 1 }, ticks: { stroke: colors.grid, width: 1 } };
   return [
     { ...axis, space: 70 },
@@ -33,7 +37,7 @@ function axes(colors, unit) {
 }
 
 /** Points for values with no neighbour (no line to draw them), when uPlot shows none. */
-function isolated(u, index, show) {
+export function isolated(u, index, show) {
   if (show) return null;
   const ys = u.data[index];
   const found = [];
@@ -77,6 +81,11 @@ function trafficOptions(colors, width) {
   };
 }
 
+/** A chart's width: its holder's, at least 240 px (a closed or hidden holder has none). */
+export function plotWidth(holder) {
+  return Math.max(240, holder.clientWidth || 0);
+}
+
 class Chart {
   constructor(testid, options, columns) {
     this.figure = byTestId(testid);
@@ -90,7 +99,7 @@ class Chart {
   }
 
   width() {
-    return Math.max(240, this.holder.clientWidth || 0);
+    return plotWidth(this.holder);
   }
 
   draw(series) {

@@ -1,12 +1,14 @@
 // The dashboard: reads the state from the URL and the token from the fragment
 // or the tab's storage, then refreshes every few seconds with four calls
-// (summary, timeseries, endpoints, slowest) and follows the live logs.
+// (summary, timeseries, endpoints, slowest) and follows the live logs. The
+// infrastructure panel, when open, loads on a slower clock of its own.
 
 import { Api, AuthError } from "./api.js";
 import { Charts } from "./charts.js";
 import { byTestId, copyText, el, toast } from "./dom.js";
 import { EndpointTable } from "./endpoints.js";
 import * as fmt from "./format.js";
+import { InfraPanel } from "./infra.js";
 import { LogPanel } from "./logs.js";
 import { SlowestTable } from "./slowest.js";
 import { readState, writeState } from "./state.js";
@@ -36,10 +38,17 @@ const banner = byTestId("banner");
 function change(patch, { reload = true } = {}) {
   state = { ...state, ...patch };
   writeState(state);
+  infra.follow(state);
   if (reload) refresh();
 }
 
 const charts = new Charts();
+const infra = new InfraPanel({
+  api,
+  onToggle: (open) => change({ infra: open }, { reload: false }),
+  onNeedToken: () => needToken(),
+});
+infra.follow(state);
 const table = new EndpointTable({
   onSort: (key) => {
     const dir = state.sort === key && state.dir === "desc" ? "asc" : "desc";
@@ -81,6 +90,7 @@ const tokenForm = new TokenForm((token) => {
   tokenForm.hide();
   toast(token ? "Token set for this tab." : "Token forgotten.");
   refresh();
+  infra.refresh();
   logs.start();
 });
 
@@ -113,6 +123,7 @@ function showServices(names) {
 function needToken() {
   blocked = true;
   clearTimeout(timer);
+  infra.stop();
   const refused = Boolean(api.token);
   if (refused) {
     api.token = null;
@@ -218,9 +229,13 @@ byTestId("log-trace-clear").addEventListener("click", () => {
 document.addEventListener("visibilitychange", () => {
   if (document.hidden) {
     clearTimeout(timer);
+    infra.stop();
     logs.stop();
   } else {
-    if (!blocked) refresh();
+    if (!blocked) {
+      refresh();
+      infra.refresh();
+    }
     logs.start();
   }
 });
@@ -229,4 +244,5 @@ showPaused();
 showEndpoint();
 showTrace();
 refresh();
+infra.show(state.infra);
 logs.follow({ level: state.level, trace: state.trace });

@@ -14,6 +14,7 @@ const DEFAULTS = {
   trace: null,
   refresh: 5,
   paused: false,
+  infra: false, // the infrastructure panel open
 };
 
 function pick(query, name, allowed) {
@@ -35,6 +36,7 @@ export function readState(search = location.search) {
     trace: query.get("trace") || null,
     refresh: query.has("refresh") && refresh >= 1 && refresh <= 3600 ? refresh : DEFAULTS.refresh,
     paused: query.get("paused") === "1",
+    infra: query.get("infra") === "1",
   };
 }
 
@@ -44,7 +46,7 @@ export function writeState(state) {
   for (const name of Object.keys(DEFAULTS)) {
     const value = state[name];
     if (value === DEFAULTS[name] || value === null || value === undefined) continue;
-    query.set(name, name === "paused" ? "1" : String(value));
+    query.set(name, value === true ? "1" : String(value));
   }
   const search = query.toString();
   history.replaceState(null, "", `${location.pathname}${search ? `?${search}` : ""}`);
